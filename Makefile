@@ -1,0 +1,42 @@
+# The two commands of the README:  make demo  and  make test.
+PYTHON ?= python3
+VENV   := .venv
+PI     := .venv-pi
+BIN    := $(VENV)/bin
+RUN    ?= runs/demo
+EPOCHS ?= 8
+STAGES ?= 3
+
+.PHONY: demo test venv venv-pi clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train,test]'
+	touch $@
+
+# A deploy-only environment as on many Raspberry Pis: tflite-runtime 2.14 with numpy < 2,
+# no TensorFlow, no ai-edge-litert. Tests run the deploy commands in it.
+$(PI)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PI)
+	$(PI)/bin/pip install --quiet --upgrade pip
+	$(PI)/bin/pip install --quiet 'numpy<2' pillow tflite-runtime==2.14.0
+	$(PI)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+venv-pi: $(PI)/.installed
+
+demo: venv
+	$(BIN)/python -m training --dataset digits --model splitnet --epochs $(EPOCHS) --run $(RUN) --overwrite
+	$(BIN)/python -m quantize --run $(RUN) --stages $(STAGES)
+	$(BIN)/python -m compile --run $(RUN)
+	$(BIN)/python -m deploy --run $(RUN) --eval
+	$(BIN)/python -m deploy verify --run $(RUN) --samples 256
+	$(BIN)/python -m deploy summary --run $(RUN)
+
+test: venv venv-pi
+	DEPLOY_ONLY_PYTHON=$(abspath $(PI))/bin/python $(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) $(PI) runs/demo
