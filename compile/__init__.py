@@ -1,0 +1,28 @@
+"""Compiles the stage .tflite files of a run folder for the Coral Edge TPU.
+
+    python -m compile --run runs/<name>
+
+Runs Coral's ``edgetpu_compiler`` (x86-64 Linux, apt package edgetpu-compiler)
+on each stage written by ``python -m quantize``, keeps its logs in
+``runs/<name>/compiled/`` and records what it mapped to the Edge TPU in the
+manifest. Without the compiler it records that the stages run on the CPU.
+Standard library only (plus ``runfolder``).
+"""
+from compile.compiler import (
+    COMPILER_NAME,
+    DEFAULT_TIMEOUT,
+    CompilerError,
+    CompilerMissing,
+    compile_options,
+    compiler_version,
+    find_compiler,
+    run_compiler,
+)
+from compile.report import format_size, parse_compiler_output, parse_size
+from compile.run import OUT_DIR, compile_run
+
+__all__ = [
+    "COMPILER_NAME", "DEFAULT_TIMEOUT", "OUT_DIR", "CompilerError", "CompilerMissing",
+    "compile_options", "compile_run", "compiler_version", "find_compiler", "format_size",
+    "parse_compiler_output", "parse_size", "run_compiler",
+]

@@ -1,0 +1,113 @@
+"""Pixels in, model input out: the one preprocessing used in training AND at deploy time.
+
+Numpy and pillow only, so the Raspberry Pi can import it. Keeping a single
+``to_model_input`` means the float model, the int8 calibration set and the
+Edge TPU pipeline all see identically scaled inputs.
+"""
+import io
+import os
+import struct
+
+import numpy as np
+from PIL import Image
+
+from datasets.core import InputSpec
+
+
+class ImageError(Exception):
+    """An image cannot be read, or does not match the model input; the message says why."""
+
+
+def to_model_input(pixels):
+    """uint8 pixels (H, W, C) or (N, H, W, C) -> float32 in [0, 1] (pixels / 255).
+
+    Raises:
+      ImageError: if ``pixels`` is not a uint8 array of 3 or 4 dimensions.
+    """
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+        found = f"{pixels.dtype} array" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise ImageError(
+            f"to_model_input expects uint8 pixels (0..255), got a {found}; "
+            "pass the raw image array, not an already scaled one")
+    if pixels.ndim not in (3, 4):
+        raise ImageError(
+            f"to_model_input expects shape (H, W, C) or (N, H, W, C), got {pixels.shape}")
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def load_image(source, spec, resize=False, convert=False):
+    """Reads one image file (or its bytes) as uint8 pixels of shape spec.shape.
+
+    Args:
+      source: a path, or the encoded bytes of a PNG/JPEG/... file.
+      spec: the InputSpec the model expects.
+      resize: resize (bilinear) if the size differs, instead of raising.
+      convert: convert the colour mode (RGBA, P, LA, ... -> RGB or L) if it
+        differs, instead of raising.
+    Returns:
+      np.ndarray uint8 of shape (spec.height, spec.width, spec.channels); grey
+      images keep a trailing channel axis of 1.
+    Raises:
+      ImageError: unreadable image, or wrong mode/size without convert/resize.
+    """
+    if not isinstance(spec, InputSpec):
+        raise TypeError(f"spec must be a datasets.InputSpec, got {type(spec).__name__}")
+    image, name = _open(source)
+    problems = []
+    if image.mode != spec.mode:
+        if convert:
+            image = _convert(image, spec.mode)
+        else:
+            problems.append(
+                f"{name} has mode {image.mode}, expected {spec.mode} "
+                f"({spec.channels} channel{'s' if spec.channels > 1 else ''}); "
+                "pass --convert to convert it")
+    if image.size != (spec.width, spec.height):
+        if resize:
+            # Image.BILINEAR (not Image.Resampling) also works with the older Pillow of a Pi.
+            image = image.resize((spec.width, spec.height), Image.BILINEAR)
+        else:
+            problems.append(
+                f"{name} is {image.width}x{image.height} (WxH), expected "
+                f"{spec.width}x{spec.height}; pass --resize to resize it")
+    if problems:
+        raise ImageError(". ".join(problems))
+    pixels = np.array(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return pixels
+
+
+def _open(source):
+    """Opens and decodes an image; returns (PIL image, name for messages)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = f"the given data ({len(source)} bytes)"
+        stream = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if not os.path.isfile(name):
+            raise ImageError(f"image file {name} does not exist; check the path")
+        stream = name
+    else:
+        raise ImageError(
+            f"image source must be a path or bytes, got {type(source).__name__}")
+    try:
+        image = Image.open(stream)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error,
+            Image.DecompressionBombError) as exc:
+        # Pillow reports broken files with any of these, depending on the format.
+        raise ImageError(f"{name} is not a readable image ({exc})") from exc
+    return image, name
+
+
+def _convert(image, mode):
+    """Converts to "L" or "RGB", going through RGBA for palette/alpha images."""
+    if image.mode in ("P", "PA", "LA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16/32-bit grey: scale to 8 bits instead of clipping at 255.
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if wide.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(np.rint(wide * 255.0 / top), 0, 255).astype(np.uint8))
+    return image.convert(mode)

@@ -1,0 +1,97 @@
+"""Run stages one after another, handing raw int8/uint8 tensors between them by name.
+
+Like Coral's pipeline runner, stage k's inputs are matched to earlier stages'
+outputs (or to the chain's inputs) by tensor name; this is checked once, when
+the chain is built. A tensor produced two stages earlier is simply kept until
+a later stage asks for it.
+"""
+import time
+
+import numpy as np
+
+from deploy.tensors import numpy_dtype
+
+
+class ChainError(ValueError):
+    """The stages do not fit together, or an input does not fit the chain."""
+
+
+def run_interpreter(interpreter, feeds):
+    """Sets named inputs, invokes, returns {output name: array copy}."""
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+    interpreter.invoke()
+    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+
+
+def check_feed(feeds, described, where):
+    """Checks arrays against tensor descriptions (name, shape, dtype).
+
+    Raises:
+      ChainError: naming the tensor, what was given and what is expected.
+    """
+    for tensor in described:
+        name = tensor["name"]
+        if name not in feeds:
+            raise ChainError(f"{where}: input '{name}' is missing; given: {', '.join(feeds) or 'nothing'}")
+        value = np.asarray(feeds[name])
+        expected = numpy_dtype(tensor["dtype"])
+        if value.dtype != expected:
+            raise ChainError(f"{where}: input '{name}' has dtype {value.dtype}, expected {expected} "
+                             "(quantize float inputs with the tensor's scale and zero point first)")
+        if list(value.shape) != list(tensor["shape"]):
+            raise ChainError(f"{where}: input '{name}' has shape {list(value.shape)}, "
+                             f"expected {list(tensor['shape'])}")
+
+
+class StageChain:
+    """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
+
+    def __init__(self, stages, output_names=None):
+        """Checks that every stage input is a chain input or an earlier stage's output.
+
+        Args:
+          stages: LoadedStage objects (anything with ``index``, ``inputs``,
+            ``outputs`` and ``interpreter``).
+          output_names: the model's outputs; default: the last stage's outputs.
+        """
+        if not stages:
+            raise ChainError("the chain has no stages")
+        self.stages = list(stages)
+        available, self.inputs = set(), []
+        for stage in self.stages:
+            for tensor in stage.inputs:
+                if tensor["name"] not in available:
+                    if stage is not self.stages[0]:
+                        raise ChainError(
+                            f"stage {stage.index} needs tensor '{tensor['name']}', which no earlier stage "
+                            "produces; the stage files do not belong together (re-run `python -m quantize`)")
+                    self.inputs.append(tensor)
+                    available.add(tensor["name"])
+            available.update(t["name"] for t in stage.outputs)
+        names = output_names or [t["name"] for t in self.stages[-1].outputs]
+        described = {t["name"]: t for s in self.stages for t in s.outputs}
+        missing = [n for n in names if n not in described]
+        if missing:
+            raise ChainError(f"model outputs {missing} are produced by no stage")
+        self.outputs = [described[n] for n in names]
+
+    def run(self, feeds, timings=None):
+        """Runs all stages on one sample.
+
+        Args:
+          feeds: {input name: array} of the chain's inputs, already quantized.
+          timings: optional list; per-stage seconds are appended as a list.
+        Returns:
+          {output name: array}.
+        """
+        check_feed(feeds, self.inputs, "chain")
+        values = dict(feeds)
+        spent = []
+        for stage in self.stages:
+            start = time.perf_counter()
+            values.update(run_interpreter(stage.interpreter, values))
+            spent.append(time.perf_counter() - start)
+        if timings is not None:
+            timings.append(spent)
+        return {t["name"]: values[t["name"]] for t in self.outputs}

@@ -1,0 +1,89 @@
+"""Classify with a chain of stages (or one whole model): inputs in, class scores out.
+
+The same path serves single images, the held-out test set and the unsplit
+reference model: pixels -> ``datasets.to_model_input`` (the one preprocessing
+function training used) -> quantize with the input tensor's own parameters ->
+chain -> dequantize with the output tensor's parameters -> softmax.
+"""
+import collections
+import time
+
+import numpy as np
+
+from datasets.preprocess import to_model_input
+from deploy.chain import StageChain
+from deploy.runtime import make_interpreter
+from deploy.tensors import dequantize, quantize, softmax
+
+Class = collections.namedtuple("Class", "id score")
+WholeModel = collections.namedtuple("WholeModel", "index name path inputs outputs placement reason interpreter")
+
+
+def describe_details(details):
+    """Manifest-style tensor descriptions from interpreter tensor details."""
+    described = []
+    for d in details:
+        scale, zero = d["quantization"]
+        described.append({"name": d["name"], "shape": [int(s) for s in d["shape"]],
+                          "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)})
+    return described
+
+
+def whole_model_chain(path, num_threads=None):
+    """A one-stage chain over an unsplit model file (e.g. the reference int8 model)."""
+    interpreter = make_interpreter(path, num_threads=num_threads)
+    stage = WholeModel(0, "whole", str(path), describe_details(interpreter.get_input_details()),
+                       describe_details(interpreter.get_output_details()), "cpu", "unsplit model", interpreter)
+    return StageChain([stage])
+
+
+def image_feed(chain, pixels):
+    """Quantized feed for a single-input chain from uint8 pixels (H, W, C)."""
+    if len(chain.inputs) != 1:
+        raise ValueError(f"the chain has {len(chain.inputs)} inputs; images feed single-input models only")
+    tensor = chain.inputs[0]
+    values = to_model_input(pixels)[np.newaxis]
+    return {tensor["name"]: quantize(values, tensor)}
+
+
+def logits(chain, pixels, timings=None):
+    """Float outputs of the chain's first output for one image."""
+    outputs = chain.run(image_feed(chain, pixels), timings)
+    first = chain.outputs[0]
+    return dequantize(outputs[first["name"]], first).reshape(-1)
+
+
+def classify(chain, pixels, top_k=3):
+    """Top-k Class(id, score) for one image, scores a softmax over the outputs."""
+    scores = softmax(logits(chain, pixels))
+    order = np.argsort(-scores)[:top_k]
+    return [Class(int(i), float(scores[i])) for i in order]
+
+
+def evaluate(chain, images, labels, progress=None):
+    """Accuracy and latency of the chain on a labelled set of uint8 images.
+
+    Args:
+      progress: optional callable(done, total) for a progress display.
+    Returns:
+      dict with ``accuracy``, ``samples``, ``predictions`` (array),
+      ``latency_ms`` ({"median", "p95"} end to end) and ``stage_latency_ms``
+      (median per stage).
+    """
+    timings, predictions = [], np.empty(len(images), dtype=np.int64)
+    total_times = []
+    for i, pixels in enumerate(images):
+        start = time.perf_counter()
+        predictions[i] = int(np.argmax(logits(chain, pixels, timings)))
+        total_times.append(time.perf_counter() - start)
+        if progress:
+            progress(i + 1, len(images))
+    per_stage = np.asarray(timings) * 1000.0
+    total = np.asarray(total_times) * 1000.0
+    return {
+        "accuracy": float(np.mean(predictions == np.asarray(labels))),
+        "samples": int(len(images)),
+        "predictions": predictions,
+        "latency_ms": {"median": float(np.median(total)), "p95": float(np.percentile(total, 95))},
+        "stage_latency_ms": [float(v) for v in np.median(per_stage, axis=0)],
+    }

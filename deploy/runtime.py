@@ -1,0 +1,88 @@
+"""Find a tflite runtime and make interpreters with it.
+
+Tried in this order, first found wins:
+  1. real pycoral (``pycoral.utils.edgetpu``; the PyPI project named ``pycoral``
+     is unrelated and is recognised by lacking that module),
+  2. ai-edge-litert (``ai_edge_litert.interpreter``),
+  3. tflite-runtime (``tflite_runtime.interpreter``),
+  4. TensorFlow's ``tf.lite`` as a last resort, only if it happens to be
+     installed. deploy/ never needs TensorFlow.
+``CORAL_STAGES_RUNTIME`` (``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``)
+forces one.
+"""
+import collections
+import functools
+import importlib
+import os
+
+Runtime = collections.namedtuple("Runtime", "name version interpreter_class load_delegate pycoral")
+
+_MODULES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+class RuntimeMissing(ImportError):
+    """No tflite runtime is installed."""
+
+
+def _version(package):
+    try:
+        from importlib import metadata
+        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+                "tensorflow": "tensorflow", "pycoral": "pycoral"}[package]
+        return metadata.version(dist)
+    except Exception:  # not installed as a distribution (e.g. a source build)
+        return "unknown"
+
+
+def _real_pycoral():
+    """The pycoral.utils.edgetpu module of Google's pycoral, or None."""
+    try:
+        return importlib.import_module("pycoral.utils.edgetpu")
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def load_runtime(prefer=None):
+    """Returns the Runtime to use (see module docstring for the order).
+
+    Raises:
+      RuntimeMissing: none is installed; says what to install.
+    """
+    prefer = prefer or os.environ.get("CORAL_STAGES_RUNTIME") or None
+    tried = []
+    candidates = [m for m in _MODULES if prefer in (None, m[0])]
+    if prefer and not candidates:
+        raise RuntimeMissing(
+            f"unknown runtime '{prefer}'; choose one of {', '.join(m[0] for m in _MODULES)}")
+    pycoral = _real_pycoral() if prefer is None else None
+    for package, module_name in candidates:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            tried.append(f"{package} ({exc})")
+            continue
+        return Runtime(package, _version(package), module.Interpreter,
+                       getattr(module, "load_delegate", None) or module.experimental.load_delegate,
+                       pycoral)
+    raise RuntimeMissing(
+        "no tflite runtime found: install one with `pip install ai-edge-litert` "
+        f"(or tflite-runtime on older systems); tried {'; '.join(tried)}")
+
+
+def make_interpreter(model, num_threads=None, delegates=None, runtime=None):
+    """A ready (tensors allocated) interpreter for a model path or model bytes."""
+    runtime = runtime or load_runtime()
+    kwargs = {"num_threads": num_threads} if num_threads else {}
+    if delegates:
+        kwargs["experimental_delegates"] = list(delegates)
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = runtime.interpreter_class(model_content=bytes(model), **kwargs)
+    else:
+        interpreter = runtime.interpreter_class(model_path=os.fspath(model), **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter

@@ -1,0 +1,111 @@
+"""Load the stages of a run folder, each on an Edge TPU or on the CPU, and say why.
+
+A stage runs on an Edge TPU when it has a compiled file, a TPU is assigned to
+it, and the delegate loads; otherwise it runs its own int8 file on the CPU and
+the reason is kept (``placement``/``reason``), so the user sees where each
+stage ran and what to change.
+"""
+import dataclasses
+
+import runfolder
+from deploy import edgetpu
+from deploy.runtime import load_runtime, make_interpreter
+
+
+class StageError(runfolder.ManifestError):
+    """A stage cannot be loaded as the manifest describes it."""
+
+
+@dataclasses.dataclass
+class LoadedStage:
+    index: int
+    name: str
+    path: str              # the file actually loaded
+    inputs: list           # tensor descriptions from the manifest
+    outputs: list
+    placement: str         # "cpu" or "edgetpu:<device>"
+    reason: str            # why it runs there
+    interpreter: object
+
+
+def parse_devices(text, count):
+    """``usb:0,usb:1,cpu`` to one device string (or "cpu") per stage.
+
+    Raises:
+      ValueError: not one entry per stage, or an entry that is not a device.
+    """
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if len(entries) == 1:
+        entries = entries * count
+    if len(entries) != count:
+        raise ValueError(f"--devices lists {len(entries)} devices for {count} stages; give one per stage "
+                         "(e.g. usb:0,usb:1,cpu) or one for all")
+    for entry in entries:
+        kind, _, number = entry.partition(":")
+        if entry != "cpu" and (kind not in ("usb", "pci", "") or not number.isdigit()):
+            raise ValueError(f"device '{entry}' is not one of cpu, usb:<N>, pci:<N>, :<N>")
+    return entries
+
+
+def _auto_devices(count, tpus):
+    if not tpus:
+        return ["cpu"] * count
+    return [f":{k % len(tpus)}" for k in range(count)]
+
+
+def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
+    """Loads every stage listed in the manifest, checking each file's sha256.
+
+    Args:
+      run_dir: the run folder.
+      manifest: its manifest (``runfolder.load``).
+      devices: None for automatic, or a comma list as for ``parse_devices``.
+      num_threads: CPU threads per interpreter (None: the runtime's default).
+      tpus: Edge TPUs to use (default: ``edgetpu.list_edge_tpus()``).
+    Returns:
+      A list of LoadedStage.
+    """
+    stages = runfolder.require(manifest, "stages", run_dir, "deploy")
+    runtime = load_runtime()
+    if tpus is None:
+        tpus = edgetpu.list_edge_tpus(pycoral=runtime.pycoral)
+    assigned = parse_devices(devices, len(stages)) if devices else _auto_devices(len(stages), tpus)
+    delegates = edgetpu.DelegateCache(runtime)
+    compile_info = manifest.get("compile") or {}
+    loaded = []
+    for entry, device in zip(stages, assigned):
+        what = f"stage {entry['index']} file"
+        cpu_path = runfolder.verify_file(run_dir, entry["model"], what)
+        placement, reason, interpreter, path = "cpu", None, None, cpu_path
+        compiled = entry.get("compiled")
+        if device == "cpu":
+            reason = "no Edge TPU found" if not tpus else "assigned to the CPU by --devices"
+        elif not compiled:
+            status = compile_info.get("status", "not run")
+            reason = {"compiler-missing": "not compiled: edgetpu_compiler was not found",
+                      "not run": "not compiled: run `python -m compile` first"}.get(
+                          status, f"not compiled (compile status: {status})")
+        else:
+            compiled_path = runfolder.verify_file(run_dir, compiled, f"compiled stage {entry['index']} file")
+            try:
+                delegate = delegates.get(device)
+                interpreter = make_interpreter(compiled_path, delegates=[delegate], num_threads=num_threads)
+                placement, reason, path = f"edgetpu:{device}", "compiled stage on the Edge TPU", compiled_path
+            except edgetpu.DelegateError as exc:
+                reason = str(exc).split(". ")[0]
+        if interpreter is None:
+            interpreter = _cpu_interpreter(cpu_path, what, num_threads)
+        loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
+                                  entry["inputs"], entry["outputs"], placement, reason, interpreter))
+    return loaded
+
+
+def _cpu_interpreter(path, what, num_threads):
+    if edgetpu.is_compiled_model(path):
+        raise StageError(f"{what} {path} is compiled for the Edge TPU (it holds edgetpu-custom-op), "
+                         "but no Edge TPU is in use; re-run `python -m quantize` to restore the CPU stage")
+    try:
+        return make_interpreter(path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as exc:
+        raise StageError(f"{what} {path} cannot be loaded by the tflite runtime: {str(exc).strip()}; "
+                         "re-run `python -m quantize` to rewrite it") from exc

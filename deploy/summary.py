@@ -1,0 +1,54 @@
+"""The end-of-run summary table, read from the manifest only."""
+import runfolder
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _tensors(tensors):
+    return "; ".join(f"{t['name'][:40]} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
+
+
+def summary_lines(manifest):
+    """Lines of text: accuracies, bit-exactness, and one row per stage."""
+    accuracy = manifest.get("accuracy") or {}
+    verify = (manifest.get("deploy") or {}).get("verify")
+    evaluation = (manifest.get("deploy") or {}).get("eval") or {}
+    compile_info = manifest.get("compile") or {}
+    lines = [
+        f"run {manifest.get('run')}  data {(manifest.get('dataset') or {}).get('name', '-')}  "
+        f"model {(manifest.get('training') or {}).get('model', '-')}",
+        f"accuracy  float {_pct(accuracy.get('float'))}  int8 {_pct(accuracy.get('int8'))}  "
+        f"chain {_pct(accuracy.get('chain'))}"
+        + (f"  ({evaluation['samples']} held-out test samples)" if evaluation else ""),
+        "chain vs unsplit int8: " + (
+            "not verified (run `python -m deploy verify`)" if not verify else
+            f"{'bit-exact' if verify['bit_exact'] else 'MISMATCH'} "
+            f"({verify['mismatching_outputs']} mismatching outputs of {verify['outputs_compared']})"),
+        f"compile: {compile_info.get('status', 'not run')}"
+        + (f" - {compile_info['message']}" if compile_info.get("message") else ""),
+        "",
+    ]
+    header = f"{'stage':<6}{'bytes':>9}{'params':>9}{'ops':>5}{'ms':>8}  {'runs on':<16}inputs -> outputs"
+    lines.append(header)
+    lines.append("-" * len(header))
+    placements = {s["index"]: s for s in evaluation.get("stages", [])}
+    for stage in manifest.get("stages") or []:
+        placed = placements.get(stage["index"], {})
+        latency = placed.get("latency_ms_median")
+        lines.append(
+            f"{stage['index']:<6}{stage['model']['bytes']:>9,}{stage['parameter_bytes']:>9,}"
+            f"{stage['op_count']:>5}{'-' if latency is None else f'{latency:.3f}':>8}  "
+            f"{placed.get('placement', 'not run'):<16}{_tensors(stage['inputs'])} -> {_tensors(stage['outputs'])}")
+        if placed.get("reason"):
+            lines.append(f"{'':<6}why: {placed['reason']}")
+    if evaluation:
+        lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
+                     f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")
+    return lines
+
+
+def print_summary(run_dir):
+    for line in summary_lines(runfolder.load(run_dir)):
+        print(line)

@@ -1,0 +1,54 @@
+"""Quantization arithmetic between float values and a tensor's integer type.
+
+real = scale * (q - zero_point);  q = round(real / scale) + zero_point, clipped
+to the integer type's range. Rounding is half away from zero, as TFLite's
+reference kernels do; the clip happens in float64 before the cast so
+out-of-range values saturate instead of wrapping around.
+"""
+import numpy as np
+
+_DTYPES = {"uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int32": np.int32,
+           "float32": np.float32}
+
+
+def numpy_dtype(name):
+    """numpy dtype for a manifest dtype name such as ``uint8``."""
+    try:
+        return np.dtype(_DTYPES[name])
+    except KeyError:
+        raise ValueError(f"unsupported tensor dtype '{name}'; expected one of {sorted(_DTYPES)}") from None
+
+
+def _params(detail):
+    scale, zero = detail["scale"], detail["zero_point"]
+    return float(np.asarray(scale).ravel()[0]), int(np.asarray(zero).ravel()[0])
+
+
+def quantize(values, detail):
+    """Float values to the integer type of ``detail`` (a manifest tensor description)."""
+    dtype = numpy_dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return np.asarray(values, dtype=dtype)
+    scale, zero = _params(detail)
+    if scale == 0:
+        raise ValueError(f"tensor {detail['name']} has no quantization scale")
+    info = np.iinfo(dtype)
+    scaled = np.asarray(values, dtype=np.float64) / scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + zero
+    return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+def dequantize(values, detail):
+    """Integer tensor values to float32 using the tensor's scale and zero point."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        return values.astype(np.float32)
+    scale, zero = _params(detail)
+    return ((values.astype(np.int32) - zero) * scale).astype(np.float32)
+
+
+def softmax(logits):
+    """Softmax over the last axis, stable for large logits."""
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=-1, keepdims=True)

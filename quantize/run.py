@@ -1,0 +1,57 @@
+"""``python -m quantize --run DIR``: PTQ of the trained model, accuracy check, then split."""
+import pathlib
+import sys
+
+import datasets
+import runfolder
+from deploy.classify import evaluate, whole_model_chain
+from deploy.commands import load_test_set
+from deploy.progress import printer
+from quantize.ptq import convert_int8
+from quantize.stages import write_stages
+from training.keras_setup import keras
+
+
+def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=1.0):
+    """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
+
+    Args:
+      threshold: percentage points of accuracy the int8 model may lose before a loud warning.
+    Returns:
+      The updated manifest.
+    """
+    manifest = runfolder.load(run_dir)
+    section = runfolder.require(manifest, "dataset", run_dir, "quantize")
+    training = runfolder.require(manifest, "training", run_dir, "quantize")
+    model_path = runfolder.verify_file(run_dir, training["keras_model"], "Keras model")
+    splits_path = runfolder.verify_file(run_dir, section["splits"], "split file")
+    print(f"loading {model_path} and the {section['name']} training split for calibration")
+    model = keras.models.load_model(model_path)
+    data = datasets.load_dataset(section["name"], **section["options"])
+    representative = datasets.representative_samples(data, datasets.load_splits(splits_path), samples)
+    print(f"converting to full int8 ({io_type} input/output) with {len(representative)} calibration samples")
+    int8_path = pathlib.Path(run_dir) / "model_int8.tflite"
+    int8_path.write_bytes(convert_int8(model, representative, io_type))
+    images, labels = load_test_set(run_dir, manifest)
+    result = evaluate(whole_model_chain(int8_path), images, labels, printer("int8 accuracy"))
+    accuracy = manifest.setdefault("accuracy", {})
+    accuracy["int8"] = result["accuracy"]
+    accuracy.pop("chain", None)
+    drop = 100.0 * (accuracy.get("float", result["accuracy"]) - result["accuracy"])
+    print(f"accuracy on {len(labels)} test samples: float {accuracy.get('float', float('nan')):.4f}, "
+          f"int8 {result['accuracy']:.4f} (drop {drop:+.2f} points)")
+    if drop > threshold:
+        print(f"WARNING: int8 quantization lost {drop:.2f} percentage points (threshold {threshold}); "
+              "try more calibration samples (--samples) or quantization-aware training", file=sys.stderr)
+    manifest["quantization"] = {
+        "int8_model": runfolder.file_record(run_dir, int8_path), "io_type": io_type,
+        "method": "ptq", "representative_samples": int(len(representative)),
+        "accuracy_drop_points": drop, "threshold_points": threshold, "warned": drop > threshold,
+    }
+    for later in ("compile", "deploy"):
+        manifest.pop(later, None)
+    print(f"splitting {int8_path.name} into stages")
+    manifest["split"], manifest["stages"] = write_stages(
+        run_dir, int8_path, stages, cut_after or None)
+    runfolder.save(run_dir, manifest)
+    return manifest

@@ -1,0 +1,79 @@
+"""Model builders. Block boundaries carry stable layer names so cuts can refer to them.
+
+``splitnet`` is the network of the three-device tutorial (seed 000): three
+blocks of stride-2 1x1 and 3x3 convolutions with batch norm and ReLU, ending in
+a 1x1x10 reshape. ``rgbnet`` is a small colour model for ``shapes``/``folder``.
+Both end in logits (no softmax): int8 logits keep more resolution for the
+arg-max than an int8 softmax, and scores are a softmax at deploy time.
+"""
+from training.keras_setup import keras
+
+layers = keras.layers
+
+# Named tensors at block ends: what `--cut-after` and the manifest refer to.
+BOUNDARIES = {"splitnet": ["after_block1", "after_block2"],
+              "rgbnet": ["after_block1", "after_block2"]}
+
+
+class ModelError(ValueError):
+    """Unknown model name or an input it cannot take."""
+
+
+def _conv(x, filters, kernel, stride, name):
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name)(x)
+
+
+def _bn_relu(x, name):
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=name)(x)
+
+
+def _head(x, classes, name="logits"):
+    """1x1 maps reshape to logits as in the seed; larger maps are averaged first."""
+    if x.shape[1] == 1 and x.shape[2] == 1:
+        return layers.Reshape((classes,), name=name)(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return layers.Reshape((classes,), name=name)(x)
+
+
+def splitnet(input_shape=(28, 28, 1), classes=10):
+    """The seed-000 network: block1 (28->7), block2 (7->4), block3 (4->1) then logits.
+
+    One change from the seed: block3's first convolution has a ReLU, so the
+    last two convolutions are not one linear map.
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 3, 1, 2, "block1_conv1")
+    x = _bn_relu(_conv(x, 6, 3, 1, "block1_conv2"), "block1_relu2")
+    x = _conv(x, 9, 1, 2, "block1_conv3")
+    x = _bn_relu(_conv(x, 12, 3, 1, "block1_conv4"), "after_block1")
+    x = _conv(x, 15, 1, 1, "block2_conv1")
+    x = _bn_relu(_conv(x, 18, 3, 1, "block2_conv2"), "block2_relu2")
+    x = _conv(x, 21, 1, 2, "block2_conv3")
+    x = _bn_relu(_conv(x, 24, 3, 1, "block2_conv4"), "after_block2")
+    x = _bn_relu(_conv(x, 27, 3, 2, "block3_conv1"), "block3_relu1")
+    x = _conv(x, classes, 3, 2, "block3_conv2")
+    return keras.Model(inputs, _head(x, classes), name="splitnet")
+
+
+def rgbnet(input_shape=(32, 32, 3), classes=4):
+    """A small colour classifier of Edge TPU-friendly ops, in three named blocks."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _bn_relu(_conv(inputs, 16, 3, 2, "block1_conv1"), "block1_relu1")
+    x = _bn_relu(_conv(x, 24, 3, 1, "block1_conv2"), "after_block1")
+    x = _bn_relu(_conv(x, 32, 3, 2, "block2_conv1"), "block2_relu1")
+    x = _bn_relu(_conv(x, 48, 3, 1, "block2_conv2"), "after_block2")
+    x = _bn_relu(_conv(x, 64, 3, 2, "block3_conv1"), "block3_relu1")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dense(classes, name="logits")(x)
+    return keras.Model(inputs, x, name="rgbnet")
+
+
+MODELS = {"splitnet": splitnet, "rgbnet": rgbnet}
+
+
+def build_model(name, input_shape, classes):
+    """Builds a registered model for the data's input shape and class count."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[name](tuple(input_shape), classes)

@@ -1,0 +1,153 @@
+"""Train a classifier into a run folder, with a checkpoint per epoch and resume.
+
+Writes ``model.keras`` (best validation loss), ``checkpoints/epoch_NNN.keras``,
+``history.csv``/``history.json``/``history.png``, the split indices and the
+held-out test set (``data/``), and the ``dataset`` and ``training`` parts of the
+manifest.
+"""
+import csv
+import glob
+import json
+import os
+import pathlib
+import re
+import shutil
+import sys
+
+import numpy as np
+
+import datasets
+import runfolder
+from training import models, plots
+from training.keras_setup import keras, tf
+
+
+class TrainingError(ValueError):
+    """The run folder or the options do not allow training as asked."""
+
+
+def prepare_run_folder(run_dir, resume, overwrite):
+    """Makes sure ``run_dir`` may be written: new, resumed, or explicitly overwritten."""
+    run = pathlib.Path(run_dir)
+    if run.exists() and any(run.iterdir()):
+        if resume:
+            return
+        if not overwrite:
+            raise TrainingError(f"run folder {run} already has files; pass --resume to continue its training "
+                                "or --overwrite to start it again")
+        if not (run / runfolder.manifest.MANIFEST_NAME).exists() and not (run / "checkpoints").exists():
+            raise TrainingError(f"{run} is not empty and is not a run folder; refusing to delete it")
+        shutil.rmtree(run)
+    elif resume:
+        raise TrainingError(f"--resume given but {run} has nothing to resume; leave --resume out")
+    run.mkdir(parents=True, exist_ok=True)
+
+
+def latest_checkpoint(run_dir):
+    """(epoch, path) of the newest checkpoint, or (0, None)."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "epoch_*.keras")):
+        match = re.search(r"epoch_(\d+)\.keras$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found) if found else (0, None)
+
+
+def _read_history(path):
+    history = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                for key, value in row.items():
+                    if key != "epoch":
+                        history.setdefault(key, []).append(float(value))
+    return history
+
+
+def _dataset_section(run_dir, data, splits, split_seed):
+    data_dir = pathlib.Path(run_dir) / "data"
+    data_dir.mkdir(exist_ok=True)
+    datasets.save_splits(data_dir / "splits.npz", splits)
+    test = splits["test"]
+    np.savez_compressed(data_dir / "test_set.npz", images=data.images[test], labels=data.labels[test],
+                        indices=test)
+    return {
+        "name": data.name, "options": data.options, "split_seed": split_seed,
+        "input_spec": data.input_spec.to_dict(), "class_names": list(data.class_names),
+        "splits": runfolder.file_record(run_dir, data_dir / "splits.npz"),
+        "test_set": runfolder.file_record(run_dir, data_dir / "test_set.npz"),
+        "counts": {k: int(len(v)) for k, v in splits.items()},
+    }
+
+
+def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet", epochs=8,
+          batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
+          verbose=None):
+    """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
+
+    Raises:
+      TrainingError, datasets.DatasetError, models.ModelError: with what to change.
+    """
+    if verbose is None:  # a progress bar in a terminal, one line per epoch in logs
+        verbose = 1 if sys.stdout.isatty() else 2
+    if epochs < 1:
+        raise TrainingError(f"--epochs must be at least 1, got {epochs}")
+    manifest = None
+    if resume and os.path.exists(os.path.join(run_dir, runfolder.manifest.MANIFEST_NAME)):
+        manifest = runfolder.load(run_dir)
+        section = runfolder.require(manifest, "dataset", run_dir, "training --resume")
+        dataset, dataset_options = section["name"], section["options"]
+        model_name = manifest["training"]["model"]
+        seed = section["split_seed"]
+    prepare_run_folder(run_dir, resume, overwrite)
+    data = datasets.load_dataset(dataset, **(dataset_options or {}))
+    keras.utils.set_random_seed(seed)
+    if manifest is not None:
+        splits = datasets.load_splits(runfolder.verify_file(run_dir, manifest["dataset"]["splits"], "split file"))
+    else:
+        splits = datasets.make_splits(data, seed=seed)
+        manifest = runfolder.load(run_dir, create=True)
+        manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
+    x = {k: datasets.to_model_input(data.images[idx]) for k, idx in splits.items()}
+    y = {k: data.labels[idx] for k, idx in splits.items()}
+    start_epoch, checkpoint = latest_checkpoint(run_dir) if resume else (0, None)
+    if checkpoint:
+        print(f"resuming from {checkpoint} (epoch {start_epoch})")
+        model = keras.models.load_model(checkpoint)
+    else:
+        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    ckpt_dir = pathlib.Path(run_dir) / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    history_csv = os.path.join(run_dir, "history.csv")
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
+        keras.callbacks.CSVLogger(history_csv, append=bool(checkpoint)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+    ]
+    if start_epoch < epochs:
+        model.fit(x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=epochs,
+                  initial_epoch=start_epoch, batch_size=batch_size, callbacks=callbacks, verbose=verbose)
+    else:
+        print(f"already trained {start_epoch} epochs (asked for {epochs}); nothing to do")
+    model_path = pathlib.Path(run_dir) / "model.keras"
+    model.save(model_path)
+    history = _read_history(history_csv)
+    (pathlib.Path(run_dir) / "history.json").write_text(json.dumps(history, indent=1))
+    plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}")
+    _, test_accuracy = model.evaluate(x["test"], y["test"], verbose=0)
+    manifest["training"] = {
+        "model": model_name, "keras_flavour": f"tf_keras {keras.__version__}",
+        "tensorflow": tf.__version__, "keras_model": runfolder.file_record(run_dir, model_path),
+        "epochs_run": len(history.get("loss", [])), "epochs_asked": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
+        "history": "history.json", "plot": "history.png",
+    }
+    for later in ("quantization", "split", "stages", "compile", "deploy"):
+        manifest.pop(later, None)  # a new model makes later steps' results stale
+    manifest["accuracy"] = {"float": float(test_accuracy)}
+    runfolder.save(run_dir, manifest)
+    print(f"float accuracy on {len(y['test'])} held-out test samples: {test_accuracy:.4f}")
+    return manifest
