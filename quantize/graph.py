@@ -26,6 +26,12 @@ class TensorInfo:
     scale: tuple
     zero_point: tuple
     constant_bytes: int  # bytes of constant data; 0 for activations
+    is_variable: bool = False  # op state (e.g. LSTM), owned by the op that uses it
+
+    @property
+    def is_activation(self):
+        """Data that flows between ops: neither constant nor op state."""
+        return not self.is_constant and not self.is_variable
 
     @property
     def is_constant(self):
@@ -79,7 +85,7 @@ def _tensor_info(model, index, tensor):
     name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
     shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ()))
     return TensorInfo(index, name, shape, fb.TENSOR_TYPE_NAMES.get(tensor.type, str(tensor.type)),
-                      scale, zero, nbytes)
+                      scale, zero, nbytes, bool(tensor.isVariable))
 
 
 def _macs(name, inputs, outputs, tensors):
@@ -129,7 +135,7 @@ def read_graph(path_or_model):
         for t in outs:
             producer[t] = pos
         for t in ins:
-            if t >= 0 and not tensors[t].is_constant:
+            if t >= 0 and tensors[t].is_activation:
                 last_use[t] = pos
         ops.append(OpInfo(pos, name, ins, outs, _macs(name, ins, outs, tensors)))
     for t in outputs:
@@ -146,7 +152,7 @@ def find_tensor(graph, name):
     Raises:
       GraphError: nothing matches; lists close names.
     """
-    activations = [t for t in graph.tensors if not t.is_constant and t.index in graph.producer]
+    activations = [t for t in graph.tensors if t.is_activation and t.index in graph.producer]
     exact = [t for t in activations if t.name == name]
     if not exact:
         exact = [t for t in activations

@@ -99,7 +99,7 @@ def _stage_io(graph, start, end):
     produced, consumed = set(), []
     for op in graph.ops[start:end]:
         for t in op.inputs:
-            if t >= 0 and not graph.tensors[t].is_constant and t not in produced and t not in consumed:
+            if t >= 0 and graph.tensors[t].is_activation and t not in produced and t not in consumed:
                 if graph.producer.get(t) is None:
                     raise GraphError(f"tensor {graph.tensors[t].name} is read but never produced")
                 consumed.append(t)

@@ -1,0 +1,60 @@
+"""Shared fixtures: Coral's test models, a tiny trained run, the stand-in compiler, CLI runner."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STANDINS = REPO / "tests" / "standins"
+
+
+def _coral_dir():
+    env = os.environ.get("CORAL_TEST_DATA")
+    return pathlib.Path(env) if env else REPO.parent / "shared" / "coral_test_data"
+
+
+@pytest.fixture(scope="session")
+def coral_data():
+    """Folder of Coral's test models (Apache-2.0), kept beside the repository in shared/."""
+    path = _coral_dir()
+    if not (path / "mobilenet_v1_0.25_128_quant.tflite").exists():
+        pytest.fail(f"Coral test data not found at {path}; set CORAL_TEST_DATA to its folder")
+    return path
+
+
+def run_cli(module, *args, env=None, python=None, timeout=600):
+    """Runs ``python -m module args`` from the repository root; returns CompletedProcess (text)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([python or sys.executable, "-m", module, *map(str, args)], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run folder trained for one epoch on a small digits set, quantized and split in 3 stages.
+
+    Session-wide and read-only: tests that change a run copy it with ``copy_run``.
+    """
+    from training.train import train
+    from quantize.run import quantize_run
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(str(run), "digits", {"variants": 2}, "splitnet", epochs=1, verbose=0)
+    quantize_run(str(run), stages=3, samples=50)
+    return run
+
+
+def copy_run(run, tmp_path, name="run"):
+    """A private copy of a run folder that a test may change."""
+    target = pathlib.Path(tmp_path) / name
+    shutil.copytree(run, target)
+    return target
+
+
+@pytest.fixture
+def standin_env():
+    """Environment with the stand-in edgetpu_compiler first on PATH."""
+    return {"PATH": f"{STANDINS}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -1,0 +1,80 @@
+"""Training into a run folder: checkpoints, resume, refusal to clobber, manifest contents."""
+import json
+
+import numpy as np
+import pytest
+
+import datasets
+import runfolder
+from training.train import TrainingError, latest_checkpoint, train
+
+SMALL = {"variants": 1}
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("train") / "run"
+    train(str(run), "digits", SMALL, "splitnet", epochs=1, verbose=0)
+    return run
+
+
+def test_run_folder_has_model_checkpoint_history_and_data(one_epoch_run):
+    run = one_epoch_run
+    manifest = runfolder.load(run)
+    assert (run / "model.keras").exists()
+    assert latest_checkpoint(str(run)) == (1, str(run / "checkpoints" / "epoch_001.keras"))
+    assert (run / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 1 and len(history["val_accuracy"]) == 1
+    runfolder.verify_file(run, manifest["training"]["keras_model"], "model")
+    assert manifest["training"]["boundaries"] == ["after_block1", "after_block2"]
+    assert 0.0 <= manifest["accuracy"]["float"] <= 1.0
+
+
+def test_saved_test_set_is_the_held_out_split(one_epoch_run):
+    manifest = runfolder.load(one_epoch_run)
+    section = manifest["dataset"]
+    data = datasets.load_dataset(section["name"], **section["options"])
+    splits = datasets.load_splits(runfolder.resolve(one_epoch_run, section["splits"]))
+    with np.load(runfolder.resolve(one_epoch_run, section["test_set"])) as test:
+        np.testing.assert_array_equal(test["indices"], splits["test"])
+        np.testing.assert_array_equal(test["images"], data.images[splits["test"]])
+        np.testing.assert_array_equal(test["labels"], data.labels[splits["test"]])
+    assert not set(data.groups[splits["test"]]) & set(data.groups[splits["train"]])
+    assert section["counts"]["test"] == len(splits["test"])
+
+
+def test_resume_continues_from_the_last_checkpoint(one_epoch_run, tmp_path):
+    import shutil
+    run = tmp_path / "resumed"
+    shutil.copytree(one_epoch_run, run)
+    manifest = train(str(run), epochs=2, resume=True, verbose=0)
+    assert latest_checkpoint(str(run))[0] == 2
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 2  # epoch 1 kept from before, epoch 2 added
+    assert manifest["training"]["epochs_run"] == 2
+    assert manifest["dataset"]["options"]["variants"] == 1  # resumed with the run's own data set
+
+
+def test_existing_run_is_not_overwritten_silently(one_epoch_run):
+    with pytest.raises(TrainingError, match="--resume.*--overwrite"):
+        train(str(one_epoch_run), "digits", SMALL, epochs=1, verbose=0)
+
+
+def test_resume_of_nothing_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(str(tmp_path / "new"), "digits", SMALL, epochs=1, resume=True, verbose=0)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(TrainingError, match="not a run folder"):
+        train(str(tmp_path), "digits", SMALL, epochs=1, overwrite=True, verbose=0)
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_rgbnet_trains_on_shapes(tmp_path):
+    run = tmp_path / "shapes"
+    manifest = train(str(run), "shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, verbose=0)
+    assert manifest["dataset"]["input_spec"] == {"height": 24, "width": 24, "channels": 3}
+    assert manifest["training"]["model"] == "rgbnet"
