@@ -1,0 +1,69 @@
+"""The whole flow through the command line, as a user runs it: train -> quantize -> compile -> deploy."""
+import json
+import os
+
+import pytest
+
+from tests.conftest import STANDINS, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def _no_compiler_env(tmp_path):
+    """PATH with python but without any edgetpu_compiler."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    return {"PATH": os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])}
+
+
+def test_flow_end_to_end_on_the_cpu(tmp_path):
+    run = tmp_path / "flow"
+    _ok(run_cli("training", "--dataset", "digits", "--data-option", "variants=2", "--model", "splitnet",
+                "--epochs", 2, "--run", run))
+    _ok(run_cli("quantize", "--run", run, "--stages", 3, "--samples", 50))
+    compiled = _ok(run_cli("compile", "--run", run, env=_no_compiler_env(tmp_path)))
+    assert "edgetpu_compiler" in compiled.stdout + compiled.stderr
+    assert "CPU" in compiled.stdout + compiled.stderr
+    evaluation = _ok(run_cli("deploy", "--run", run, "--eval"))
+    assert "chain accuracy on" in evaluation.stdout
+    verify = _ok(run_cli("deploy", "verify", "--run", run, "--samples", 32))
+    assert "0 mismatching outputs of 32" in verify.stdout
+    summary = _ok(run_cli("deploy", "summary", "--run", run))
+    assert "bit-exact" in summary.stdout and "compiler-missing" in summary.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1
+    assert manifest["accuracy"]["chain"] == manifest["accuracy"]["int8"]
+    assert [s["placement"] for s in manifest["deploy"]["eval"]["stages"]] == ["cpu"] * 3
+    assert all("edgetpu_compiler was not found" in s["reason"] or "not compiled" in s["reason"]
+               or "no Edge TPU" in s["reason"] for s in manifest["deploy"]["eval"]["stages"])
+    for stage in manifest["stages"]:
+        assert stage["compiled"] is None and len(stage["model"]["sha256"]) == 64
+
+    # With the stand-in compiler: stages get compiled files; without a TPU they still run on the CPU.
+    env = {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}"}
+    _ok(run_cli("compile", "--run", run, env=env))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert all(stage["compiled"] for stage in manifest["stages"])
+    again = _ok(run_cli("deploy", "verify", "--run", run, "--samples", 8))
+    assert "0 mismatching outputs" in again.stdout
+
+
+def test_steps_out_of_order_say_which_step_first(tmp_path):
+    run = tmp_path / "nothing"
+    for module, args in (("quantize", []), ("compile", []), ("deploy", ["--eval"])):
+        result = run_cli(module, "--run", run, *args)
+        assert result.returncode != 0, module
+        assert "python -m training" in result.stderr, (module, result.stderr)
+
+
+def test_every_command_has_help():
+    for module, args in (("training", []), ("quantize", []), ("quantize", ["split"]), ("compile", []),
+                         ("deploy", []), ("deploy", ["verify"]), ("deploy", ["summary"]), ("datasets", [])):
+        result = run_cli(module, *args, "--help")
+        assert result.returncode == 0, (module, args, result.stderr)
+        assert "usage:" in result.stdout
