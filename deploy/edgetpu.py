@@ -82,8 +82,11 @@ class DelegateCache:
             try:
                 self._delegates[device] = self._runtime.load_delegate(library_name(), options)
             except (OSError, ValueError, RuntimeError) as exc:
-                raise DelegateError(
+                # Remembered, so later stages on this device do not retry a load that failed.
+                self._delegates[device] = DelegateError(
                     f"cannot load the Edge TPU delegate {library_name()} for device '{device}': {exc}. "
-                    "Install libedgetpu1-std from Coral's apt repository and check the TPU is plugged in "
-                    "(`python -m deploy doctor` tells more)") from exc
-        return self._delegates[device]
+                    "Install libedgetpu1-std from Coral's apt repository and check the TPU is plugged in")
+        delegate = self._delegates[device]
+        if isinstance(delegate, DelegateError):
+            raise delegate
+        return delegate

@@ -15,7 +15,7 @@ import functools
 import importlib
 import os
 
-Runtime = collections.namedtuple("Runtime", "name version interpreter_class load_delegate pycoral")
+Runtime = collections.namedtuple("Runtime", "name version interpreter_class load_delegate pycoral module")
 
 _MODULES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -68,16 +68,32 @@ def load_runtime(prefer=None):
             continue
         return Runtime(package, _version(package), module.Interpreter,
                        getattr(module, "load_delegate", None) or module.experimental.load_delegate,
-                       pycoral)
+                       pycoral, module)
     raise RuntimeMissing(
         "no tflite runtime found: install one with `pip install ai-edge-litert` "
         f"(or tflite-runtime on older systems); tried {'; '.join(tried)}")
 
 
-def make_interpreter(model, num_threads=None, delegates=None, runtime=None):
-    """A ready (tensors allocated) interpreter for a model path or model bytes."""
+def _builtin_resolver(runtime):
+    """The op resolver without default delegates (TFLite's reference-style built-in kernels)."""
+    module = runtime.module
+    resolver = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType
+    return resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+def make_interpreter(model, num_threads=None, delegates=None, runtime=None, xnnpack=True):
+    """A ready (tensors allocated) interpreter for a model path or model bytes.
+
+    Args:
+      xnnpack: let the runtime apply its default XNNPACK delegate (faster on
+        the CPU). Its int8 kernels round differently from the built-in ones
+        by a few steps, so results differ slightly between runtimes that do
+        (ai-edge-litert) and do not (tflite-runtime 2.14) apply it.
+    """
     runtime = runtime or load_runtime()
     kwargs = {"num_threads": num_threads} if num_threads else {}
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = _builtin_resolver(runtime)
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
     if isinstance(model, (bytes, bytearray)):

@@ -78,13 +78,12 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
         cpu_path = runfolder.verify_file(run_dir, entry["model"], what)
         placement, reason, interpreter, path = "cpu", None, None, cpu_path
         compiled = entry.get("compiled")
-        if device == "cpu":
+        if not compiled:
+            reason = _not_compiled_reason(compile_info)
+            if device == "cpu":
+                reason += "; " + ("no Edge TPU found" if not tpus else "assigned to the CPU by --devices")
+        elif device == "cpu":
             reason = "no Edge TPU found" if not tpus else "assigned to the CPU by --devices"
-        elif not compiled:
-            status = compile_info.get("status", "not run")
-            reason = {"compiler-missing": "not compiled: edgetpu_compiler was not found",
-                      "not run": "not compiled: run `python -m compile` first"}.get(
-                          status, f"not compiled (compile status: {status})")
         else:
             compiled_path = runfolder.verify_file(run_dir, compiled, f"compiled stage {entry['index']} file")
             try:
@@ -98,6 +97,13 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
         loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                                   entry["inputs"], entry["outputs"], placement, reason, interpreter))
     return loaded
+
+
+def _not_compiled_reason(compile_info):
+    status = compile_info.get("status", "not run")
+    return {"compiler-missing": "not compiled: edgetpu_compiler was not found",
+            "not run": "not compiled: `python -m compile` was not run"}.get(
+                status, f"not compiled (compile status: {status})")
 
 
 def _cpu_interpreter(path, what, num_threads):

@@ -6,8 +6,14 @@ def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _short(name, width=28):
+    """The first of a converter's fused names, cut from the left to fit."""
+    first = name.split(";")[0]
+    return first if len(first) <= width else "..." + first[-(width - 3):]
+
+
 def _tensors(tensors):
-    return "; ".join(f"{t['name'][:40]} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
+    return "; ".join(f"{_short(t['name'])} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
 
 
 def summary_lines(manifest):

@@ -84,4 +84,9 @@ def _matched(chain_names, reference_names, what):
 def reference_chain(path, tpus=()):
     """(chain over the reference file, note) with the compiled-model fallback applied."""
     path, note = reference_path(path, tpus)
-    return whole_model_chain(path), note
+    try:
+        return whole_model_chain(path), note
+    except (ValueError, RuntimeError) as exc:  # not a flatbuffer, unresolved custom op, ...
+        raise StageError(f"reference model {path} cannot be loaded by the tflite runtime: "
+                         f"{' '.join(str(exc).split())}; give the unsplit full-int8 .tflite the stages "
+                         "were split from") from exc

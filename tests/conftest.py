@@ -56,5 +56,7 @@ def copy_run(run, tmp_path, name="run"):
 
 @pytest.fixture
 def standin_env():
-    """Environment with the stand-in edgetpu_compiler first on PATH."""
-    return {"PATH": f"{STANDINS}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """Environment with the stand-in edgetpu_compiler first on PATH, then this Python's bin folder
+    (the stand-in runs on ``python3`` and reads models with ai-edge-litert)."""
+    path = os.pathsep.join([str(STANDINS), os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {"PATH": path}

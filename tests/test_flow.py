@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.conftest import STANDINS, run_cli
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def _no_compiler_env(tmp_path):
     return {"PATH": os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])}
 
 
-def test_flow_end_to_end_on_the_cpu(tmp_path):
+def test_flow_end_to_end_on_the_cpu(tmp_path, standin_env):
     run = tmp_path / "flow"
     _ok(run_cli("training", "--dataset", "digits", "--data-option", "variants=2", "--model", "splitnet",
                 "--epochs", 2, "--run", run))
@@ -45,8 +45,7 @@ def test_flow_end_to_end_on_the_cpu(tmp_path):
         assert stage["compiled"] is None and len(stage["model"]["sha256"]) == 64
 
     # With the stand-in compiler: stages get compiled files; without a TPU they still run on the CPU.
-    env = {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}"}
-    _ok(run_cli("compile", "--run", run, env=env))
+    _ok(run_cli("compile", "--run", run, env=standin_env))
     manifest = json.loads((run / "manifest.json").read_text())
     assert all(stage["compiled"] for stage in manifest["stages"])
     again = _ok(run_cli("deploy", "verify", "--run", run, "--samples", 8))
