@@ -80,7 +80,10 @@ class DelegateCache:
         if device not in self._delegates:
             options = {"device": device} if device else {}
             try:
-                self._delegates[device] = self._runtime.load_delegate(library_name(), options)
+                if self._runtime.pycoral is not None:
+                    self._delegates[device] = self._runtime.pycoral.load_edgetpu_delegate(options)
+                else:
+                    self._delegates[device] = self._runtime.load_delegate(library_name(), options)
             except (OSError, ValueError, RuntimeError) as exc:
                 # Remembered, so later stages on this device do not retry a load that failed.
                 self._delegates[device] = DelegateError(

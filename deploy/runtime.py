@@ -2,7 +2,8 @@
 
 Tried in this order, first found wins:
   1. real pycoral (``pycoral.utils.edgetpu``; the PyPI project named ``pycoral``
-     is unrelated and is recognised by lacking that module),
+     is unrelated and is recognised by lacking that module): its
+     ``list_edge_tpus`` and delegate loading, with the tflite_runtime it is built on,
   2. ai-edge-litert (``ai_edge_litert.interpreter``),
   3. tflite-runtime (``tflite_runtime.interpreter``),
   4. TensorFlow's ``tf.lite`` as a last resort, only if it happens to be
@@ -60,6 +61,8 @@ def load_runtime(prefer=None):
         raise RuntimeMissing(
             f"unknown runtime '{prefer}'; choose one of {', '.join(m[0] for m in _MODULES)}")
     pycoral = _real_pycoral() if prefer is None else None
+    if pycoral is not None:  # pycoral is built on tflite_runtime and its libedgetpu pairs with that
+        candidates.sort(key=lambda m: m[0] != "tflite_runtime")
     for package, module_name in candidates:
         try:
             module = importlib.import_module(module_name)

@@ -78,3 +78,30 @@ def test_rgbnet_trains_on_shapes(tmp_path):
     manifest = train(str(run), "shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, verbose=0)
     assert manifest["dataset"]["input_spec"] == {"height": 24, "width": 24, "channels": 3}
     assert manifest["training"]["model"] == "rgbnet"
+
+
+def test_interrupted_training_resumes_with_the_runs_own_data(one_epoch_run, tmp_path):
+    """A run stopped mid-fit has a manifest marked running and checkpoints but no final model."""
+    import shutil
+    from quantize.run import quantize_run
+    run = tmp_path / "interrupted"
+    shutil.copytree(one_epoch_run, run)
+    manifest = runfolder.load(run)
+    manifest["training"] = {"model": "splitnet", "status": "running"}
+    runfolder.save(run, manifest)
+    (run / "model.keras").unlink()
+    with pytest.raises(runfolder.StepOrderError, match="did not finish.*--resume"):
+        quantize_run(str(run))
+    # Data set arguments given on resume are ignored in favour of the run's own.
+    manifest = train(str(run), "shapes", {"size": 8}, epochs=2, resume=True, verbose=0)
+    assert manifest["dataset"]["name"] == "digits" and manifest["training"]["status"] == "done"
+    assert (run / "model.keras").exists()
+
+
+def test_bad_model_or_data_leaves_no_folder_behind(tmp_path):
+    from training.models import ModelError
+    with pytest.raises(ModelError, match="unknown model 'resnet9000'.*splitnet"):
+        train(str(tmp_path / "a"), "digits", SMALL, "resnet9000", epochs=1, verbose=0)
+    with pytest.raises(datasets.DatasetError):
+        train(str(tmp_path / "b"), "no_such_data", {}, epochs=1, verbose=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -72,8 +72,13 @@ def rgbnet(input_shape=(32, 32, 3), classes=4):
 MODELS = {"splitnet": splitnet, "rgbnet": rgbnet}
 
 
-def build_model(name, input_shape, classes):
-    """Builds a registered model for the data's input shape and class count."""
+def check_model_name(name):
+    """Raises ModelError for a name that is not a registered model."""
     if name not in MODELS:
         raise ModelError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
+
+
+def build_model(name, input_shape, classes):
+    """Builds a registered model for the data's input shape and class count."""
+    check_model_name(name)
     return MODELS[name](tuple(input_shape), classes)

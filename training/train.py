@@ -35,7 +35,7 @@ def prepare_run_folder(run_dir, resume, overwrite):
         if not overwrite:
             raise TrainingError(f"run folder {run} already has files; pass --resume to continue its training "
                                 "or --overwrite to start it again")
-        if not (run / runfolder.manifest.MANIFEST_NAME).exists() and not (run / "checkpoints").exists():
+        if not any((run / name).exists() for name in (runfolder.manifest.MANIFEST_NAME, "checkpoints", "data")):
             raise TrainingError(f"{run} is not empty and is not a run folder; refusing to delete it")
         shutil.rmtree(run)
     elif resume:
@@ -51,6 +51,16 @@ def latest_checkpoint(run_dir):
         if match:
             found.append((int(match.group(1)), path))
     return max(found) if found else (0, None)
+
+
+def _manifest_to_resume(run_dir):
+    """The manifest of a run being resumed, or None when training never started there."""
+    if not os.path.exists(os.path.join(run_dir, runfolder.manifest.MANIFEST_NAME)):
+        return None
+    manifest = runfolder.load(run_dir)
+    runfolder.require(manifest, "dataset", run_dir, "training --resume")
+    runfolder.require(manifest, "training", run_dir, "training --resume")
+    return manifest
 
 
 def _read_history(path):
@@ -92,15 +102,14 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         verbose = 1 if sys.stdout.isatty() else 2
     if epochs < 1:
         raise TrainingError(f"--epochs must be at least 1, got {epochs}")
-    manifest = None
-    if resume and os.path.exists(os.path.join(run_dir, runfolder.manifest.MANIFEST_NAME)):
-        manifest = runfolder.load(run_dir)
-        section = runfolder.require(manifest, "dataset", run_dir, "training --resume")
+    manifest = _manifest_to_resume(run_dir) if resume else None
+    if manifest is not None:
+        section = manifest["dataset"]
         dataset, dataset_options = section["name"], section["options"]
-        model_name = manifest["training"]["model"]
-        seed = section["split_seed"]
-    prepare_run_folder(run_dir, resume, overwrite)
+        model_name, seed = manifest["training"]["model"], section["split_seed"]
+    models.check_model_name(model_name)  # before the run folder is touched
     data = datasets.load_dataset(dataset, **(dataset_options or {}))
+    prepare_run_folder(run_dir, resume, overwrite)
     keras.utils.set_random_seed(seed)
     if manifest is not None:
         splits = datasets.load_splits(runfolder.verify_file(run_dir, manifest["dataset"]["splits"], "split file"))
@@ -108,6 +117,9 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         splits = datasets.make_splits(data, seed=seed)
         manifest = runfolder.load(run_dir, create=True)
         manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
+        # Saved before fitting, so an interrupted run can be resumed with the same data and model.
+        manifest["training"] = {"model": model_name, "status": "running"}
+        runfolder.save(run_dir, manifest)
     x = {k: datasets.to_model_input(data.images[idx]) for k, idx in splits.items()}
     y = {k: data.labels[idx] for k, idx in splits.items()}
     start_epoch, checkpoint = latest_checkpoint(run_dir) if resume else (0, None)
@@ -139,7 +151,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
     plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}")
     _, test_accuracy = model.evaluate(x["test"], y["test"], verbose=0)
     manifest["training"] = {
-        "model": model_name, "keras_flavour": f"tf_keras {keras.__version__}",
+        "model": model_name, "status": "done", "keras_flavour": f"tf_keras {keras.__version__}",
         "tensorflow": tf.__version__, "keras_model": runfolder.file_record(run_dir, model_path),
         "epochs_run": len(history.get("loss", [])), "epochs_asked": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
