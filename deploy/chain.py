@@ -47,27 +47,32 @@ def check_feed(feeds, described, where):
 class StageChain:
     """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
 
-    def __init__(self, stages, output_names=None):
-        """Checks that every stage input is a chain input or an earlier stage's output.
+    def __init__(self, stages, output_names=None, input_names=None):
+        """Checks that every stage input is a model input or an earlier stage's output.
 
         Args:
           stages: LoadedStage objects (anything with ``index``, ``inputs``,
             ``outputs`` and ``interpreter``).
           output_names: the model's outputs; default: the last stage's outputs.
+          input_names: the model's inputs; default: the first stage's inputs.
+            A later stage may read a model input directly (e.g. a second input
+            that joins the graph late).
         """
         if not stages:
             raise ChainError("the chain has no stages")
         self.stages = list(stages)
+        allowed = set(input_names) if input_names else {t["name"] for t in self.stages[0].inputs}
         available, self.inputs = set(), []
         for stage in self.stages:
             for tensor in stage.inputs:
-                if tensor["name"] not in available:
-                    if stage is not self.stages[0]:
-                        raise ChainError(
-                            f"stage {stage.index} needs tensor '{tensor['name']}', which no earlier stage "
-                            "produces; the stage files do not belong together (re-run `python -m quantize`)")
-                    self.inputs.append(tensor)
-                    available.add(tensor["name"])
+                if tensor["name"] in available:
+                    continue
+                if tensor["name"] not in allowed:
+                    raise ChainError(
+                        f"stage {stage.index} needs tensor '{tensor['name']}', which no earlier stage "
+                        "produces; the stage files do not belong together (re-run `python -m quantize`)")
+                self.inputs.append(tensor)
+                available.add(tensor["name"])
             available.update(t["name"] for t in stage.outputs)
         names = output_names or [t["name"] for t in self.stages[-1].outputs]
         described = {t["name"]: t for s in self.stages for t in s.outputs}

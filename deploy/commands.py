@@ -17,9 +17,11 @@ def open_chain(run_dir, devices=None, num_threads=None, tpus=None):
     """(manifest, StageChain) for a run folder, every file checked against its sha256."""
     manifest = runfolder.load(run_dir)
     stages = load_stages(run_dir, manifest, devices, num_threads, tpus)
-    outputs = [t["name"] for t in (manifest.get("split") or {}).get("model_outputs", [])]
+    split = manifest.get("split") or {}
+    outputs = [t["name"] for t in split.get("model_outputs", [])]
+    inputs = [t["name"] for t in split.get("model_inputs", [])]
     available = {t["name"] for s in stages for t in s.outputs}
-    chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None)
+    chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None)
     return manifest, chain
 
 

@@ -149,3 +149,42 @@ def test_random_feeds_cover_the_input_range(coral_data):
     feed = sample_feeds(chain, 1, seed=0)[0]
     values = next(iter(feed.values()))
     assert values.dtype == np.uint8 and values.min() == 0 and values.max() == 255
+
+
+def _two_input_model(tmp_path):
+    """int8 model whose second input joins after the first convolution (made with real TF)."""
+    from training.keras_setup import keras, tf
+    a = keras.Input((8, 8, 1), batch_size=1, name="a")
+    b = keras.Input((4, 4, 1), batch_size=1, name="b")
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="first")(a)
+    x = keras.layers.Concatenate(name="join")([x, b])
+    x = keras.layers.Conv2D(3, 3, padding="same", name="second")(x)
+    model = keras.Model([a, b], [x, keras.layers.Flatten(name="flat")(x)])
+    rng = np.random.default_rng(0)
+
+    def samples():
+        for _ in range(20):
+            yield {"a": rng.random((1, 8, 8, 1), np.float32), "b": rng.random((1, 4, 4, 1), np.float32)}
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8  # no input QUANTIZE ops
+    path = tmp_path / "two_inputs.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_late_second_input_and_two_outputs_chain_exactly(tmp_path):
+    from deploy.commands import verify_run
+    path = _two_input_model(tmp_path)
+    graph = read_graph(str(path))
+    assert len(graph.inputs) == 2 and len(graph.outputs) == 2
+    out = tmp_path / "split"
+    manifest = split_into(out, path, cut_after=["first"], progress=lambda *_: None)
+    later = {t["name"] for t in manifest["stages"][1]["inputs"]}
+    model_inputs = {t["name"] for t in manifest["split"]["model_inputs"]}
+    assert later & model_inputs, "the second stage reads a model input directly"
+    result = verify_run(out, samples=5)
+    assert result["bit_exact"] and result["outputs_compared"] == 10

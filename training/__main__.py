@@ -24,7 +24,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder to create or resume (e.g. runs/demo)")
     parser.add_argument("--dataset", default="digits", help="data set name (default: digits, embedded)")
-    parser.add_argument("--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+    parser.add_argument("-o", "--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. noise=0.1, size=32, path=/data/imgs)")
     parser.add_argument("--model", default="splitnet", help="splitnet (grey, seed 000) or rgbnet")
     parser.add_argument("--epochs", type=int, default=8)
