@@ -33,6 +33,7 @@ def summary_lines(manifest):
             f"{'bit-exact' if verify['bit_exact'] else 'MISMATCH'} "
             f"({verify['mismatching_outputs']} mismatching outputs of {verify['outputs_compared']})"),
         f"compile: {compile_info.get('status', 'not run')}"
+        + (f" with edgetpu_compiler {compile_info['compiler']['version']}" if compile_info.get("compiler") else "")
         + (f" - {compile_info['message']}" if compile_info.get("message") else ""),
         "",
     ]
@@ -49,6 +50,12 @@ def summary_lines(manifest):
             f"{placed.get('placement', 'not run'):<16}{_tensors(stage['inputs'])} -> {_tensors(stage['outputs'])}")
         if placed.get("reason"):
             lines.append(f"{'':<6}why: {placed['reason']}")
+        compiled = stage.get("compile")
+        if compiled and compiled.get("total_ops") is not None:
+            lines.append(f"{'':<6}compiled: {compiled.get('ops_mapped')}/{compiled['total_ops']} ops mapped to the "
+                         f"Edge TPU, {compiled.get('edgetpu_subgraphs')} TPU subgraph(s), on-chip "
+                         f"{compiled.get('on_chip_memory_bytes', 0):,} B, off-chip "
+                         f"{compiled.get('off_chip_memory_bytes', 0):,} B")
     if evaluation:
         lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
                      f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")

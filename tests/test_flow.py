@@ -50,6 +50,11 @@ def test_flow_end_to_end_on_the_cpu(tmp_path, standin_env):
     assert all(stage["compiled"] for stage in manifest["stages"])
     again = _ok(run_cli("deploy", "verify", "--run", run, "--samples", 8))
     assert "0 mismatching outputs" in again.stdout
+    _ok(run_cli("deploy", "--run", run, "--eval"))
+    summary = _ok(run_cli("deploy", "summary", "--run", run)).stdout
+    assert "compile: compiled with edgetpu_compiler 16.0" in summary
+    assert summary.count("ops mapped to the Edge TPU") == 3
+    assert summary.count("why: no Edge TPU found") == 3
 
 
 def test_steps_out_of_order_say_which_step_first(tmp_path):
