@@ -60,3 +60,26 @@ def standin_env():
     (the stand-in runs on ``python3`` and reads models with ai-edge-litert)."""
     path = os.pathsep.join([str(STANDINS), os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return {"PATH": path}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded default data set, loaded once."""
+    from datasets import load_dataset
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def shapes():
+    """A small synthetic RGB data set."""
+    from datasets import load_dataset
+    return load_dataset("shapes", classes=3, size=24, samples=20, seed=5)
+
+
+def png_bytes(pixels):
+    """PNG file bytes of uint8 pixels (H, W, 1 or 3)."""
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,5 +1,4 @@
 """Tests of the datasets package: loaders, splits, preprocessing and the command line."""
-import io
 import json
 import os
 import subprocess
@@ -13,7 +12,6 @@ import datasets
 from datasets import (
     Dataset,
     DatasetError,
-    ImageError,
     InputSpec,
     SplitError,
     available_datasets,
@@ -23,7 +21,6 @@ from datasets import (
     make_splits,
     representative_samples,
     save_splits,
-    to_model_input,
 )
 from datasets.__main__ import main as cli_main
 
@@ -31,24 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def digits_splits(digits):
     return make_splits(digits, seed=0)
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_dataset("shapes", classes=3, size=24, samples=20, seed=5)
-
-
-def _png_bytes(pixels):
-    buf = io.BytesIO()
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _constant_dataset(n=120):
@@ -236,76 +217,6 @@ def test_representative_samples_digits(digits, digits_splits):
     train_bytes = {digits.images[i].tobytes() for i in digits_splits["train"]}
     pixels = np.rint(reps * 255).astype(np.uint8)
     assert all(p.tobytes() in train_bytes for p in pixels)
-
-
-# --- preprocessing --------------------------------------------------------------------
-
-def test_to_model_input():
-    pixels = np.array([[[0], [255]], [[51], [102]]], dtype=np.uint8)
-    out = to_model_input(pixels)
-    assert out.dtype == np.float32 and out.shape == (2, 2, 1)
-    np.testing.assert_allclose(out[:, :, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
-    assert to_model_input(pixels[np.newaxis]).shape == (1, 2, 2, 1)
-    with pytest.raises(ImageError, match="got a float32 array"):
-        to_model_input(out)
-    with pytest.raises(ImageError, match=r"shape \(H, W, C\) or \(N, H, W, C\)"):
-        to_model_input(np.zeros((4, 4), np.uint8))
-
-
-def test_load_image_png_round_trip_grey_and_rgb(tmp_path, digits, shapes):
-    grey = digits.images[123]
-    path = tmp_path / "grey.png"
-    path.write_bytes(_png_bytes(grey))
-    back = load_image(str(path), digits.input_spec)
-    assert back.shape == (28, 28, 1) and back.dtype == np.uint8
-    assert np.array_equal(back, grey)
-    rgb = shapes.images[7]
-    assert np.array_equal(load_image(_png_bytes(rgb), shapes.input_spec), rgb)
-
-
-def test_load_image_wrong_size_message():
-    data = _png_bytes(np.zeros((20, 30, 1), np.uint8))
-    with pytest.raises(ImageError, match=r"is 30x20 \(WxH\), expected 28x28; pass --resize"):
-        load_image(data, InputSpec(28, 28, 1))
-    resized = load_image(data, InputSpec(28, 28, 1), resize=True)
-    assert resized.shape == (28, 28, 1)
-
-
-def test_load_image_wrong_mode_message_and_convert():
-    rgba = np.zeros((8, 8, 4), np.uint8)
-    rgba[..., 0], rgba[..., 3] = 200, 255
-    data = _png_bytes(rgba)
-    with pytest.raises(ImageError, match=r"has mode RGBA, expected RGB .*pass --convert"):
-        load_image(data, InputSpec(8, 8, 3))
-    converted = load_image(data, InputSpec(8, 8, 3), convert=True)
-    assert converted.shape == (8, 8, 3) and np.all(converted[..., 0] == 200)
-    assert np.all(converted[..., 1:] == 0)
-    grey = load_image(data, InputSpec(8, 8, 1), convert=True)
-    assert grey.shape == (8, 8, 1) and np.all(grey == round(200 * 299 / 1000))
-
-
-def test_load_image_palette_and_both_fixes():
-    palette = Image.new("P", (10, 5))
-    palette.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
-    palette.putpixel((1, 1), 1)
-    buf = io.BytesIO()
-    palette.save(buf, format="PNG")
-    with pytest.raises(ImageError) as err:
-        load_image(buf.getvalue(), InputSpec(4, 4, 1))
-    assert "mode P, expected L" in str(err.value) and "pass --resize" in str(err.value)
-    out = load_image(buf.getvalue(), InputSpec(4, 4, 1), resize=True, convert=True)
-    assert out.shape == (4, 4, 1) and out.max() > 0
-
-
-def test_load_image_corrupt_and_missing(tmp_path):
-    with pytest.raises(ImageError, match=r"the given data \(9 bytes\) is not a readable image \("):
-        load_image(b"not a png", InputSpec(8, 8, 1))
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(_png_bytes(np.zeros((8, 8, 1), np.uint8))[:40])
-    with pytest.raises(ImageError, match="broken.png is not a readable image"):
-        load_image(str(broken), InputSpec(8, 8, 1))
-    with pytest.raises(ImageError, match="does not exist"):
-        load_image(str(tmp_path / "nothing.png"), InputSpec(8, 8, 1))
 
 
 # --- shapes ---------------------------------------------------------------------------
