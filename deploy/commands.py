@@ -107,10 +107,11 @@ def verify_run(run_dir, reference=None, samples=64, devices=None):
     images = None
     if manifest.get("dataset"):
         images, _ = load_test_set(run_dir, manifest)
-    feeds = sample_feeds(chain, samples, images if images is not None and _fits(chain, images) else None)
+        images = images if _fits(chain, images) else None
+    feeds = sample_feeds(chain, samples, images)
     result = compare(chain, ref, feeds, printer("verify"))
     result["reference"] = str(reference)
-    result["inputs"] = "test split images" if images is not None and _fits(chain, images) else "random"
+    result["inputs"] = "test split images" if images is not None else "random"
     manifest.setdefault("deploy", {})["verify"] = result
     runfolder.save(run_dir, manifest)
     print(f"{result['mismatching_outputs']} mismatching outputs of {result['outputs_compared']} "

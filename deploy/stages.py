@@ -78,12 +78,11 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
         cpu_path = runfolder.verify_file(run_dir, entry["model"], what)
         placement, reason, interpreter, path = "cpu", None, None, cpu_path
         compiled = entry.get("compiled")
+        on_cpu = "no Edge TPU found" if not tpus else "assigned to the CPU by --devices"
         if not compiled:
-            reason = _not_compiled_reason(compile_info)
-            if device == "cpu":
-                reason += "; " + ("no Edge TPU found" if not tpus else "assigned to the CPU by --devices")
+            reason = _not_compiled_reason(compile_info) + ("; " + on_cpu if device == "cpu" else "")
         elif device == "cpu":
-            reason = "no Edge TPU found" if not tpus else "assigned to the CPU by --devices"
+            reason = on_cpu
         else:
             compiled_path = runfolder.verify_file(run_dir, compiled, f"compiled stage {entry['index']} file")
             try:

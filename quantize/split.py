@@ -59,6 +59,7 @@ def balanced_cut_positions(graph, stages, single_tensor=True):
     for op in graph.ops:
         prefix.append(prefix[-1] + op.macs + 1)
     points = [0] + candidates + [n]
+    crossing = [0] + [graph.crossing_bytes(p) for p in points[1:]]  # once per cut, not per DP step
     # best[j][s]: (max stage cost, crossing bytes) for ops [0, points[j]) in s stages.
     inf = (float("inf"), float("inf"))
     best = [[inf] * (stages + 1) for _ in points]
@@ -71,8 +72,7 @@ def balanced_cut_positions(graph, stages, single_tensor=True):
                 if prev == inf:
                     continue
                 cost = prefix[points[j]] - prefix[points[i]]
-                cross = graph.crossing_bytes(points[i]) if i > 0 else 0
-                value = (max(prev[0], cost), prev[1] + cross)
+                value = (max(prev[0], cost), prev[1] + crossing[i])
                 if value < best[j][s]:
                     best[j][s], back[j][s] = value, i
     if best[-1][stages] == inf:

@@ -83,8 +83,7 @@ def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print)
     """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``."""
     if not pathlib.Path(model_path).is_file():
         raise GraphError(f"model file {model_path} does not exist")
-    manifest = runfolder.load(out_dir, create=True) if pathlib.Path(out_dir).exists() else \
-        runfolder.manifest.new(out_dir)
+    manifest = runfolder.load(out_dir, create=True)
     for later in ("stages", "split", "compile", "deploy"):
         manifest.pop(later, None)
     split, entries = write_stages(out_dir, model_path, stages, cut_after, progress)
