@@ -2,8 +2,10 @@
 
   python -m quantize --run runs/demo --stages 3
   python -m quantize --run runs/demo --cut-after after_block1,after_block2
-  python -m quantize split MODEL.tflite --stages 3 --out DIR
+  python -m quantize --run runs/demo --stages 3 --balance latency
+  python -m quantize split MODEL.tflite --stages 3 --balance params --out DIR
   python -m quantize split MODEL.tflite --cut-after TENSOR_OR_LAYER,... --out DIR
+  python -m quantize plan MODEL.tflite --stages 4 [--balance latency]
 """
 import argparse
 import sys
@@ -13,39 +15,73 @@ def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _add_cut_options(parser):
+def _add_cut_options(parser, default_stages):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stages", type=int, default=None,
-                       help="number of stages, cut automatically to balance MACs (default 3 for --run, "
-                            "1 for split)")
+                       help=f"number of stages, cut automatically by --balance (default {default_stages})")
     group.add_argument("--cut-after", type=_names, default=None, metavar="NAME,...",
                        help="cut after these tensors or Keras layer names (e.g. after_block1,after_block2)")
+    parser.add_argument("--balance", choices=["macs", "params", "latency"], default="macs",
+                        help="what to even out over the stages: MACs (computation), params (constant bytes, "
+                             "like edgetpu_compiler --num_segments) or latency (each op timed on the CPU with "
+                             "the real interpreter, like Coral's partition_with_profiling); default macs")
+    parser.add_argument("--single-tensor-cuts", action="store_true",
+                        help="only cut where exactly one tensor crosses (default: any cut)")
+    parser.add_argument("--profile-runs", type=int, default=30, metavar="N",
+                        help="timed rounds per op when profiling latency (default 30)")
+    parser.add_argument("--profile-threads", type=int, default=1, metavar="N",
+                        help="interpreter threads when profiling (default 1: one core per stage)")
+
+
+def _plan_options(args, profile=False):
+    return {"balance": args.balance, "single_tensor": args.single_tensor_cuts, "runs": args.profile_runs,
+            "threads": args.profile_threads, "profile": profile}
+
+
+def _model_command(command, argv):
+    """``split`` and ``plan``: work on any full-int8 .tflite file."""
+    if command == "split":
+        parser = argparse.ArgumentParser(prog="python -m quantize split",
+                                         description="Split any full-int8 .tflite into stage files and a "
+                                                     "manifest usable by compile/ and deploy/.")
+    else:
+        parser = argparse.ArgumentParser(prog="python -m quantize plan",
+                                         description="Print how a full-int8 .tflite would be split (per "
+                                                     "stage: ops, MACs, parameter and activation bytes, "
+                                                     "CPU latency) without writing anything.")
+        parser.add_argument("--no-profile", action="store_true",
+                            help="skip timing the ops (no latency column) unless --balance latency")
+    parser.add_argument("model", help="full-int8 .tflite file")
+    if command == "split":
+        parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
+    _add_cut_options(parser, 1)
+    args = parser.parse_args(argv)
+    import runfolder
+    from quantize.graph import GraphError, read_graph
+    from quantize.plan_table import format_plan
+    from quantize.stages import plan_split, split_into
+    try:
+        if command == "split":
+            split_into(args.out, args.model, args.stages or 1, args.cut_after, **_plan_options(args))
+            print(f"wrote stages and manifest to {args.out}")
+        else:
+            plan = plan_split(read_graph(args.model), args.stages or 1, args.cut_after,
+                              **_plan_options(args, profile=not args.no_profile))
+            print("\n".join(format_plan(plan)))
+    except (GraphError, runfolder.ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "split":
-        parser = argparse.ArgumentParser(prog="python -m quantize split",
-                                         description="Split any full-int8 .tflite into stage files and a "
-                                                     "manifest usable by compile/ and deploy/.")
-        parser.add_argument("model", help="full-int8 .tflite file")
-        parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
-        _add_cut_options(parser)
-        args = parser.parse_args(argv[1:])
-        from quantize.graph import GraphError
-        from quantize.stages import split_into
-        import runfolder
-        try:
-            split_into(args.out, args.model, args.stages or 1, args.cut_after)
-        except (GraphError, runfolder.ManifestError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote stages and manifest to {args.out}")
-        return 0
+    if argv and argv[0] in ("split", "plan"):
+        return _model_command(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder written by `python -m training`")
-    _add_cut_options(parser)
+    _add_cut_options(parser, 3)
     parser.add_argument("--io-type", choices=["uint8", "int8"], default="uint8",
                         help="type of the model's input and output (default uint8)")
     parser.add_argument("--samples", type=int, default=300, help="representative samples for calibration")
@@ -59,7 +95,7 @@ def main(argv=None):
     from quantize.run import quantize_run
     try:
         quantize_run(args.run, args.stages or (None if args.cut_after else 3), args.cut_after,
-                     args.io_type, args.samples, args.threshold)
+                     args.io_type, args.samples, args.threshold, **_plan_options(args))
     except (GraphError, QuantizeError, runfolder.ManifestError, datasets.DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

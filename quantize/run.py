@@ -12,11 +12,14 @@ from quantize.stages import write_stages
 from training.keras_setup import keras
 
 
-def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=1.0):
+def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=1.0,
+                 **plan_options):
     """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
 
     Args:
       threshold: percentage points of accuracy the int8 model may lose before a loud warning.
+      plan_options: how to cut (balance, profile, runs, threads, single_tensor; see
+        quantize.stages.plan_split).
     Returns:
       The updated manifest.
     """
@@ -55,6 +58,6 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
         manifest.pop(later, None)
     print(f"splitting {int8_path.name} into stages")
     manifest["split"], manifest["stages"] = write_stages(
-        run_dir, int8_path, stages, cut_after or None)
+        run_dir, int8_path, stages, cut_after or None, **plan_options)
     runfolder.save(run_dir, manifest)
     return manifest

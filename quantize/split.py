@@ -8,6 +8,7 @@ buffers and operator codes its own ops use.
 import copy
 
 from quantize import tflite_schema as fb
+from quantize.costs import stage_io
 from quantize.graph import GraphError, find_tensor
 
 _KEPT_METADATA = (b"min_runtime_version", b"CONVERSION_METADATA")
@@ -22,6 +23,10 @@ def cut_positions_after(graph, names):
     """
     positions = []
     for name in names:
+        constant = [t for t in graph.tensors if t.name == name and not t.is_activation]
+        if constant:
+            raise GraphError(f"'{name}' is constant data (weights or op state), not an activation, so no cut "
+                             "can be made after it; name an op's output tensor or a Keras layer")
         tensor = find_tensor(graph, name)
         pos = graph.producer[tensor] + 1
         if pos <= 0:
@@ -36,55 +41,6 @@ def cut_positions_after(graph, names):
     return positions
 
 
-def balanced_cut_positions(graph, stages, single_tensor=True):
-    """Cut positions giving ``stages`` stages whose largest MAC count is smallest.
-
-    Exact dynamic programme over the op order; ties go to fewer crossing bytes.
-    With ``single_tensor`` only cuts where one tensor crosses are used, when
-    there are enough of them.
-    Raises:
-      GraphError: fewer ops than stages.
-    """
-    n = len(graph.ops)
-    if stages < 1:
-        raise GraphError(f"--stages must be at least 1, got {stages}")
-    if stages > n:
-        raise GraphError(f"cannot cut {n} ops into {stages} stages; use at most {n}")
-    candidates = list(range(1, n))
-    if single_tensor:
-        clean = [c for c in candidates if len(graph.crossing(c)) == 1]
-        if len(clean) >= stages - 1:
-            candidates = clean
-    prefix = [0]
-    for op in graph.ops:
-        prefix.append(prefix[-1] + op.macs + 1)
-    points = [0] + candidates + [n]
-    crossing = [0] + [graph.crossing_bytes(p) for p in points[1:]]  # once per cut, not per DP step
-    # best[j][s]: (max stage cost, crossing bytes) for ops [0, points[j]) in s stages.
-    inf = (float("inf"), float("inf"))
-    best = [[inf] * (stages + 1) for _ in points]
-    back = [[None] * (stages + 1) for _ in points]
-    best[0][0] = (0, 0)
-    for j in range(1, len(points)):
-        for s in range(1, stages + 1):
-            for i in range(j):
-                prev = best[i][s - 1]
-                if prev == inf:
-                    continue
-                cost = prefix[points[j]] - prefix[points[i]]
-                value = (max(prev[0], cost), prev[1] + crossing[i])
-                if value < best[j][s]:
-                    best[j][s], back[j][s] = value, i
-    if best[-1][stages] == inf:
-        raise GraphError(f"no way to cut the model into {stages} stages")
-    cuts, j = [], len(points) - 1
-    for s in range(stages, 0, -1):
-        j = back[j][s]
-        if j > 0:
-            cuts.append(points[j])
-    return sorted(cuts)
-
-
 def _unique_names(graph, crossing):
     """Tensor names to use for crossing tensors, made unique where the model repeats one."""
     counts = {}
@@ -95,19 +51,15 @@ def _unique_names(graph, crossing):
 
 
 def _stage_io(graph, start, end):
-    """Input and output tensor indices of the ops in [start, end)."""
-    produced, consumed = set(), []
-    for op in graph.ops[start:end]:
-        for t in op.inputs:
-            if t >= 0 and graph.tensors[t].is_activation and t not in produced and t not in consumed:
-                if graph.producer.get(t) is None:
-                    raise GraphError(f"tensor {graph.tensors[t].name} is read but never produced")
-                consumed.append(t)
-        produced.update(t for t in op.outputs if t >= 0)
+    """Input and output tensor indices of the ops in [start, end), in a stable order."""
+    consumed, produced = stage_io(graph, start, end)
+    for t in consumed:
+        if graph.producer.get(t) is None:
+            raise GraphError(f"tensor {graph.tensors[t].name} is read but never produced")
     inputs = [t for t in graph.inputs if t in consumed] + sorted(
         (t for t in consumed if t not in graph.inputs), key=lambda t: (graph.producer[t], t))
     outputs = [t for t in graph.outputs if t in produced] + sorted(
-        t for t in produced if t not in graph.outputs and graph.last_use.get(t, -1) >= end)
+        t for t in produced if t not in graph.outputs)
     return inputs, outputs
 
 

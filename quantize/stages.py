@@ -4,7 +4,10 @@ import shutil
 
 import runfolder
 from quantize.graph import GraphError, read_graph
-from quantize.split import balanced_cut_positions, cut_positions_after, describe_tensor, split_model
+from quantize.partition import OBJECTIVES, balanced_plan, check_stage_count, cut_after_plan
+from quantize.plan_table import format_plan
+from quantize.profile import op_latencies, stage_latencies
+from quantize.split import cut_positions_after, describe_tensor, split_model
 
 
 def check_full_int8(graph):
@@ -19,56 +22,71 @@ def check_full_int8(graph):
                     "or TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
 
 
-def plan_cuts(graph, stages=None, cut_after=None):
-    """Cut positions from ``--cut-after`` names, or balanced for ``--stages``."""
+def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
+               single_tensor=False, progress=print):
+    """The Plan for ``--cut-after`` names, or the optimal one for ``--stages`` and ``--balance``.
+
+    Profiles each op's CPU latency with the real interpreter when the
+    objective is latency or ``profile`` is set (for the plan's latency column).
+    Raises:
+      GraphError: the model is not full-int8 or cannot be cut as asked.
+    """
+    check_full_int8(graph)
+    if balance not in OBJECTIVES:
+        raise GraphError(f"unknown --balance '{balance}'; choose one of {', '.join(OBJECTIVES)}")
+    if not cut_after:
+        check_stage_count(graph, stages or 1)
+    latencies = None
+    if balance == "latency" and not cut_after or profile:
+        progress(f"profiling {len(graph.ops)} ops on the CPU ({runs} rounds, {threads} thread(s))")
+        latencies = op_latencies(graph, runs=runs, num_threads=threads)
     if cut_after:
-        return cut_positions_after(graph, cut_after)
-    return balanced_cut_positions(graph, stages or 1)
+        return cut_after_plan(graph, cut_positions_after(graph, cut_after), latencies)
+    return balanced_plan(graph, stages or 1, balance, latencies, single_tensor,
+                         measure=lambda cuts: stage_latencies(graph, cuts, runs=runs, num_threads=threads))
 
 
-def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print):
+def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, **plan_options):
     """Splits ``model_path`` and writes ``stages/stage_K.tflite`` into ``run_dir``.
 
+    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads, single_tensor).
     Returns:
       (split section, stages list) for the manifest.
     Raises:
       GraphError: the model is not full-int8 or cannot be cut as asked.
     """
     graph = read_graph(str(model_path))
-    check_full_int8(graph)
-    cuts = plan_cuts(graph, stages, cut_after)
-    parts = split_model(graph, cuts)
+    plan = plan_split(graph, stages, cut_after, progress=progress, **plan_options)
+    parts = split_model(graph, plan.cuts)
     out = pathlib.Path(run_dir) / "stages"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     entries = []
-    for k, part in enumerate(parts):
+    for k, (part, cost) in enumerate(zip(parts, plan.stages)):
         path = out / f"stage_{k}.tflite"
         path.write_bytes(part["model_bytes"])
         entries.append({
             "index": k, "name": f"stage_{k}", "model": runfolder.file_record(run_dir, path),
             "parameter_bytes": part["parameter_bytes"], "macs": part["macs"], "op_count": part["op_count"],
+            "activation_in_bytes": cost.activation_in_bytes, "activation_out_bytes": cost.activation_out_bytes,
+            "estimated_latency_ms": round(plan.latency_ms[k], 4) if plan.latency_ms else None,
             "ops": part["ops"], "op_range": [part["start"], part["end"]],
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
         })
-        crossing = ", ".join(_short(t["name"]) for t in part["outputs"])
-        progress(f"  stage {k}: ops {part['start']}-{part['end'] - 1} ({part['op_count']} ops, "
-                 f"{part['macs']:,} MACs, {part['parameter_bytes']:,} parameter bytes) -> {crossing}")
+    for line in format_plan(plan):
+        progress("  " + line)
     split = {
         "source": runfolder.file_record(run_dir, model_path) if _inside(run_dir, model_path)
         else {"path": str(pathlib.Path(model_path).resolve()), "sha256": runfolder.sha256_of(model_path)},
-        "method": "cut-after" if cut_after else "balanced-macs",
-        "cut_after": list(cut_after or []), "cut_positions": cuts,
-        "crossing": [[graph.tensors[t].name for t in graph.crossing(c)] for c in cuts],
+        "method": "cut-after" if cut_after else f"balanced-{plan.objective}",
+        "cut_after": list(cut_after or []), "cut_positions": plan.cuts,
+        "crossing": [names for names, _ in plan.crossing],
+        "balance": plan.to_dict(),
         "model_inputs": [describe_tensor(graph, t) for t in graph.inputs],
         "model_outputs": [describe_tensor(graph, t) for t in graph.outputs],
     }
     return split, entries
-
-
-def _short(name, width=60):
-    return name if len(name) <= width else name[: width - 3] + "..."
 
 
 def _inside(run_dir, path):
@@ -79,14 +97,15 @@ def _inside(run_dir, path):
         return False
 
 
-def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print):
+def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print, **plan_options):
     """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``."""
     if not pathlib.Path(model_path).is_file():
         raise GraphError(f"model file {model_path} does not exist")
     manifest = runfolder.load(out_dir, create=True)
     for later in ("stages", "split", "compile", "deploy"):
         manifest.pop(later, None)
-    split, entries = write_stages(out_dir, model_path, stages, cut_after, progress)
+    split, entries = write_stages(out_dir, model_path, stages, cut_after, progress,
+                                   **plan_options)
     manifest["quantization"] = manifest.get("quantization") or {"int8_model": split["source"], "external": True}
     manifest["split"], manifest["stages"] = split, entries
     runfolder.save(out_dir, manifest)

@@ -1,0 +1,191 @@
+"""Choose where to cut a model into stages: exactly, for a chosen objective.
+
+Objectives (``--balance``):
+  macs     computation per stage, as seed 002 balanced MobileNetV2 over five Pis;
+  params   constant bytes per stage, as ``edgetpu_compiler --num_segments`` does,
+           so each stage's weights fit one Edge TPU's on-chip memory;
+  latency  measured CPU latency per stage, as Coral's ``partition_with_profiling``:
+           each op is timed alone with the real interpreter, the cuts are
+           optimised, the stages are timed, and the op costs are corrected by
+           what the stages really took, for a few rounds.
+
+A pipeline runs at the pace of its slowest stage, so each objective minimises
+the largest stage cost. The optimisation is an exact dynamic programme over
+the op order (any position is a candidate cut; several tensors may cross).
+Among the optimal plans the one with the fewest bytes crossing the cuts wins,
+found exactly by a second pass constrained to that optimum.
+"""
+import dataclasses
+
+import numpy as np
+
+from quantize.costs import balance, parameter_table, stage_cost
+from quantize.graph import GraphError
+
+OBJECTIVES = ("macs", "params", "latency")
+
+
+@dataclasses.dataclass
+class Plan:
+    cuts: list                 # op positions where stages begin (excluding 0)
+    objective: str             # macs | params | latency | cut-after
+    stages: list               # StageCost per stage
+    crossing: list             # per cut: (tensor names, bytes)
+    latency_ms: list = None    # estimated CPU ms per stage, when profiled
+    measured_ms: list = None   # measured CPU ms per stage (latency objective)
+    rounds: list = dataclasses.field(default_factory=list)  # latency refinement history
+
+    def balances(self):
+        """max/mean of each stage cost that is known, by name."""
+        out = {"macs": balance([s.macs for s in self.stages]),
+               "params": balance([s.parameter_bytes for s in self.stages])}
+        if self.latency_ms:
+            out["latency_estimated"] = balance(self.latency_ms)
+        if self.measured_ms:
+            out["latency_measured"] = balance(self.measured_ms)
+        return out
+
+    def to_dict(self):
+        """The plan as plain data for the manifest."""
+        return {
+            "objective": self.objective, "cut_positions": list(self.cuts),
+            "max_over_mean": {k: round(v, 4) for k, v in self.balances().items()},
+            "crossing_bytes": [nbytes for _, nbytes in self.crossing],
+            "stage_latency_ms_estimated": _rounded(self.latency_ms),
+            "stage_latency_ms_measured": _rounded(self.measured_ms),
+            "refinement_rounds": self.rounds,
+        }
+
+
+def _rounded(values):
+    return None if values is None else [round(v, 4) for v in values]
+
+
+def candidate_cuts(graph, single_tensor=False):
+    """Positions 1..n-1; with ``single_tensor`` only those where exactly one tensor crosses."""
+    positions = list(range(1, len(graph.ops)))
+    if single_tensor:
+        positions = [p for p in positions if len(graph.crossing(p)) == 1]
+    return positions
+
+
+def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes):
+    """Cuts of ops [0, n) into ``stages`` ranges minimising the largest ``range_cost(i, j)``.
+
+    Ties go to the smallest total ``crossing_bytes(p)`` over the cuts. Exact:
+    pass 1 finds the optimal largest cost by dynamic programming; pass 2
+    minimises crossing bytes over the plans whose every stage is within it.
+    Raises:
+      GraphError: not enough candidate cuts for that many stages.
+    """
+    points = [0] + list(candidates) + [n]
+    inf = float("inf")
+    cost = [[range_cost(points[i], points[j]) if i < j else inf for j in range(len(points))]
+            for i in range(len(points))]
+    worst = [[inf] * len(points) for _ in range(stages + 1)]
+    worst[0][0] = 0.0
+    for s in range(1, stages + 1):
+        for j in range(1, len(points)):
+            worst[s][j] = min((max(worst[s - 1][i], cost[i][j]) for i in range(j)), default=inf)
+    best = worst[stages][-1]
+    if best == inf:
+        raise GraphError(f"only {len(candidates)} places to cut; cannot make {stages} stages")
+    limit = best + 1e-9 * max(1.0, abs(best))
+    cross = [crossing_bytes(p) if 0 < p < n else 0 for p in points]
+    total = [[inf] * len(points) for _ in range(stages + 1)]
+    back = [[None] * len(points) for _ in range(stages + 1)]
+    total[0][0] = 0
+    for s in range(1, stages + 1):
+        for j in range(1, len(points)):
+            for i in range(j):
+                if cost[i][j] <= limit and total[s - 1][i] < inf:
+                    value = total[s - 1][i] + cross[i]
+                    if value < total[s][j]:
+                        total[s][j], back[s][j] = value, i
+    cuts, j = [], len(points) - 1
+    for s in range(stages, 0, -1):
+        j = back[s][j]
+        if j:
+            cuts.append(points[j])
+    return sorted(cuts)
+
+
+def _prefix_cost(values):
+    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64))])
+    return lambda i, j: float(prefix[j] - prefix[i])
+
+
+def objective_cost(graph, objective, latencies=None):
+    """``range_cost(i, j)`` for one objective."""
+    if objective == "macs":
+        return _prefix_cost([op.macs + 1 for op in graph.ops])  # +1: no op is free
+    if objective == "params":
+        table = parameter_table(graph)
+        return lambda i, j: float(table[i, j])
+    if objective == "latency":
+        if latencies is None:
+            raise ValueError("the latency objective needs per-op latencies (quantize.profile.op_latencies)")
+        return _prefix_cost(latencies)
+    raise GraphError(f"unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}")
+
+
+def check_stage_count(graph, stages):
+    n = len(graph.ops)
+    if stages < 1:
+        raise GraphError(f"--stages must be at least 1, got {stages}")
+    if stages > n:
+        raise GraphError(f"the model has {n} ops, so it cannot be cut into {stages} stages; use --stages {n} "
+                         "or fewer")
+
+
+def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None):
+    """A Plan for given cuts, with every stage's costs and every cut's crossing tensors."""
+    bounds = [0] + list(cuts) + [len(graph.ops)]
+    stages = [stage_cost(graph, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    crossing = [([graph.tensors[t].name for t in graph.crossing(c)], graph.crossing_bytes(c)) for c in cuts]
+    latency_ms = None
+    if latencies is not None:
+        latency_ms = [float(sum(latencies[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [])
+
+
+def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor=False,
+                  refine_rounds=2, measure=None):
+    """The optimal plan for ``objective``.
+
+    Args:
+      latencies: per-op CPU ms (needed for ``latency``; shown in the plan otherwise).
+      refine_rounds: for ``latency``, rounds of timing the chosen stages and
+        correcting the op costs by measured/estimated stage time.
+      measure: callable(cuts) -> measured ms per stage (quantize.profile.stage_latencies).
+    """
+    check_stage_count(graph, stages)
+    candidates = candidate_cuts(graph, single_tensor)
+    if single_tensor and len(candidates) < stages - 1:
+        raise GraphError(f"only {len(candidates)} places where a single tensor crosses; cannot make "
+                         f"{stages} stages with --single-tensor-cuts (drop it to allow any cut)")
+    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies),
+                        candidates, graph.crossing_bytes)
+    if objective != "latency" or measure is None:
+        return make_plan(graph, cuts, objective, latencies)
+    costs = list(latencies)
+    history, best = [], None
+    for round_ in range(refine_rounds + 1):
+        measured = measure(cuts)
+        history.append({"cut_positions": list(cuts), "measured_ms": [round(m, 4) for m in measured]})
+        if best is None or max(measured) < max(best[1]):
+            best = (cuts, measured)
+        if round_ == refine_rounds:
+            break
+        bounds = [0] + list(cuts) + [len(graph.ops)]
+        for (a, b), m in zip(zip(bounds[:-1], bounds[1:]), measured):
+            estimate = sum(costs[a:b])
+            if estimate > 0:
+                costs[a:b] = [c * m / estimate for c in costs[a:b]]
+        cuts = optimal_cuts(len(graph.ops), stages, _prefix_cost(costs), candidates, graph.crossing_bytes)
+    return make_plan(graph, best[0], objective, latencies, best[1], history)
+
+
+def cut_after_plan(graph, cuts, latencies=None):
+    """The Plan of cuts the user chose by name."""
+    return make_plan(graph, cuts, "cut-after", latencies)
