@@ -33,9 +33,13 @@ def sample_feeds(chain, count, images=None, seed=0):
     for _ in range(count):
         feed = {}
         for tensor in chain.inputs:
-            info = np.iinfo(np.dtype(tensor["dtype"]))
+            dtype = np.dtype(tensor["dtype"])
+            if dtype.kind == "f":  # a float input quantized by the model's own QUANTIZE op
+                feed[tensor["name"]] = rng.random(size=tensor["shape"]).astype(dtype)
+                continue
+            info = np.iinfo(dtype)
             feed[tensor["name"]] = rng.integers(info.min, info.max, size=tensor["shape"],
-                                                endpoint=True).astype(tensor["dtype"])
+                                                endpoint=True).astype(dtype)
         feeds.append(feed)
     return feeds
 

@@ -66,6 +66,7 @@ def _model_command(command, argv):
             print(f"wrote stages and manifest to {args.out}")
         else:
             plan = plan_split(read_graph(args.model), args.stages or 1, args.cut_after,
+                              progress=lambda line: print(line, file=sys.stderr),
                               **_plan_options(args, profile=not args.no_profile))
             print("\n".join(format_plan(plan)))
     except (GraphError, runfolder.ManifestError) as exc:

@@ -143,11 +143,16 @@ def read_graph(path_or_model):
     return Graph(model, tensors, ops, inputs, outputs, producer, last_use)
 
 
+def _names_layer(piece, name):
+    """True when ``name`` is whole ``/``-separated components of ``piece`` (``block1`` or ``block1/add``)."""
+    return f"/{name}/" in f"/{piece}/"
+
+
 def find_tensor(graph, name):
     """Index of the tensor a user named: exact name, or a layer name inside it.
 
     Converter names look like ``model/after_block1/Relu;model/block1_conv3/Conv2D``;
-    ``after_block1`` matches that. Among several matches the last produced wins
+    ``after_block1`` and ``after_block1/Relu`` match that. Among several matches the last produced wins
     (a Keras layer's final output).
     Raises:
       GraphError: nothing matches; lists close names.
@@ -155,8 +160,7 @@ def find_tensor(graph, name):
     activations = [t for t in graph.tensors if t.is_activation and t.index in graph.producer]
     exact = [t for t in activations if t.name == name]
     if not exact:
-        exact = [t for t in activations
-                 if name in (part for piece in t.name.split(";") for part in piece.split("/"))]
+        exact = [t for t in activations if any(_names_layer(piece, name) for piece in t.name.split(";"))]
     if exact:
         return max(exact, key=lambda t: (graph.producer[t.index], t.index)).index
     parts = sorted({part for t in activations for piece in t.name.split(";")

@@ -16,6 +16,7 @@ Among the optimal plans the one with the fewest bytes crossing the cuts wins,
 found exactly by a second pass constrained to that optimum.
 """
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -141,11 +142,11 @@ def check_stage_count(graph, stages):
 def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None):
     """A Plan for given cuts, with every stage's costs and every cut's crossing tensors."""
     bounds = [0] + list(cuts) + [len(graph.ops)]
-    stages = [stage_cost(graph, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    stages = [stage_cost(graph, a, b) for a, b in itertools.pairwise(bounds)]
     crossing = [([graph.tensors[t].name for t in graph.crossing(c)], graph.crossing_bytes(c)) for c in cuts]
     latency_ms = None
     if latencies is not None:
-        latency_ms = [float(sum(latencies[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        latency_ms = [float(sum(latencies[a:b])) for a, b in itertools.pairwise(bounds)]
     return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [])
 
 
@@ -178,7 +179,7 @@ def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor
         if round_ == refine_rounds:
             break
         bounds = [0] + list(cuts) + [len(graph.ops)]
-        for (a, b), m in zip(zip(bounds[:-1], bounds[1:]), measured):
+        for (a, b), m in zip(itertools.pairwise(bounds), measured):
             estimate = sum(costs[a:b])
             if estimate > 0:
                 costs[a:b] = [c * m / estimate for c in costs[a:b]]

@@ -7,6 +7,7 @@ machine spreads over every op instead of landing on one; the median of the
 rounds is kept. This is the idea behind Coral's ``partition_with_profiling``,
 done on the CPU so no Edge TPU needs to be plugged in.
 """
+import itertools
 import time
 
 import numpy as np
@@ -70,5 +71,5 @@ def op_latencies(graph, runs=30, num_threads=1, xnnpack=True, progress=None):
 def stage_latencies(graph, cuts, runs=30, num_threads=1, xnnpack=True):
     """Median CPU milliseconds of each stage the cuts make, each stage a real stage model."""
     bounds = [0] + list(cuts) + [len(graph.ops)]
-    models = [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in zip(bounds[:-1], bounds[1:])]
+    models = [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in itertools.pairwise(bounds)]
     return time_models(models, runs=runs, num_threads=num_threads, xnnpack=xnnpack)

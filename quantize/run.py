@@ -51,7 +51,7 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
               "try more calibration samples (--samples) or quantization-aware training", file=sys.stderr)
     manifest["quantization"] = {
         "int8_model": runfolder.file_record(run_dir, int8_path), "io_type": io_type,
-        "method": "ptq", "representative_samples": int(len(representative)),
+        "method": "ptq", "representative_samples": len(representative),
         "accuracy_drop_points": drop, "threshold_points": threshold, "warned": drop > threshold,
     }
     for later in ("compile", "deploy"):

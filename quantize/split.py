@@ -6,6 +6,7 @@ reproduces the unsplit model exactly. Each stage file holds only the tensors,
 buffers and operator codes its own ops use.
 """
 import copy
+import itertools
 
 from quantize import tflite_schema as fb
 from quantize.costs import stage_io
@@ -144,7 +145,7 @@ def split_model(graph, cuts):
     crossing = sorted({t for c in cuts for t in graph.crossing(c)})
     names = _unique_names(graph, crossing)
     stages = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         if start >= end:
             raise GraphError(f"cut positions {cuts} leave an empty stage")
         model, ins, outs = extract_stage(graph, start, end, names)

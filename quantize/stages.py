@@ -4,22 +4,36 @@ import shutil
 
 import runfolder
 from quantize.graph import GraphError, read_graph
-from quantize.partition import OBJECTIVES, balanced_plan, check_stage_count, cut_after_plan
+from quantize.partition import (
+    OBJECTIVES,
+    balanced_plan,
+    check_stage_count,
+    cut_after_plan,
+)
 from quantize.plan_table import format_plan
 from quantize.profile import op_latencies, stage_latencies
 from quantize.split import cut_positions_after, describe_tensor, split_model
 
 
 def check_full_int8(graph):
-    """Raises GraphError naming the first float tensor an op computes with."""
+    """Raises GraphError naming the first float tensor an op computes with.
+
+    Float is allowed only where a model converts at its own edges: the input
+    of a QUANTIZE op reading a model input, and the output of a DEQUANTIZE op
+    writing a model output (the Edge TPU compiler leaves those on the CPU).
+    """
     for op in graph.ops:
         for t in list(op.inputs) + list(op.outputs):
-            if t >= 0 and graph.tensors[t].dtype in ("float32", "float16"):
-                tensor = graph.tensors[t]
-                raise GraphError(
-                    f"the model is not full-int8: op {op.position} ({op.name}) uses {tensor.dtype} tensor "
-                    f"'{tensor.name}'. Convert with full-integer quantization (`python -m quantize --run ...`, "
-                    "or TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
+            if t < 0 or graph.tensors[t].dtype not in ("float32", "float16"):
+                continue
+            if (op.name == "QUANTIZE" and t in op.inputs and t in graph.inputs) or (
+                    op.name == "DEQUANTIZE" and t in op.outputs and t in graph.outputs):
+                continue
+            tensor = graph.tensors[t]
+            raise GraphError(
+                f"the model is not full-int8: op {op.position} ({op.name}) uses {tensor.dtype} tensor "
+                f"'{tensor.name}'. Convert with full-integer quantization (`python -m quantize --run ...`, "
+                "or TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
 
 
 def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
