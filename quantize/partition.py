@@ -3,7 +3,10 @@
 Objectives (``--balance``):
   macs     computation per stage, as seed 002 balanced MobileNetV2 over five Pis;
   params   constant bytes per stage, as ``edgetpu_compiler --num_segments`` does,
-           so each stage's weights fit one Edge TPU's on-chip memory;
+           so each stage's weights fit one Edge TPU's on-chip memory; when one
+           big layer fixes the largest stage, the other stages are still made
+           as even as they can be (least sum of squares), as the compiler's
+           "about the same amount of parameter data" per segment intends;
   latency  measured CPU latency per stage, as Coral's ``partition_with_profiling``:
            each op is timed alone with the real interpreter, the cuts are
            optimised, the stages are timed, and the op costs are corrected by
@@ -70,12 +73,14 @@ def candidate_cuts(graph, single_tensor=False):
     return positions
 
 
-def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes):
+def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes, even=False):
     """Cuts of ops [0, n) into ``stages`` ranges minimising the largest ``range_cost(i, j)``.
 
-    Ties go to the smallest total ``crossing_bytes(p)`` over the cuts. Exact:
-    pass 1 finds the optimal largest cost by dynamic programming; pass 2
-    minimises crossing bytes over the plans whose every stage is within it.
+    Ties go to the smallest total ``crossing_bytes(p)`` over the cuts; with
+    ``even``, first to the smallest sum of squared stage costs (the other
+    stages as even as they can be). Exact: pass 1 finds the optimal largest
+    cost by dynamic programming; pass 2 minimises the tie-breaks, which add
+    up over stages, over the plans whose every stage is within it.
     Raises:
       GraphError: not enough candidate cuts for that many stages.
     """
@@ -93,14 +98,15 @@ def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes):
         raise GraphError(f"only {len(candidates)} places to cut; cannot make {stages} stages")
     limit = best + 1e-9 * max(1.0, abs(best))
     cross = [crossing_bytes(p) if 0 < p < n else 0 for p in points]
-    total = [[inf] * len(points) for _ in range(stages + 1)]
+    total = [[(inf, inf)] * len(points) for _ in range(stages + 1)]
     back = [[None] * len(points) for _ in range(stages + 1)]
-    total[0][0] = 0
+    total[0][0] = (0.0, 0)
     for s in range(1, stages + 1):
         for j in range(1, len(points)):
             for i in range(j):
-                if cost[i][j] <= limit and total[s - 1][i] < inf:
-                    value = total[s - 1][i] + cross[i]
+                if cost[i][j] <= limit and total[s - 1][i][0] < inf:
+                    prev = total[s - 1][i]
+                    value = (prev[0] + (cost[i][j] ** 2 if even else 0.0), prev[1] + cross[i])
                     if value < total[s][j]:
                         total[s][j], back[s][j] = value, i
     cuts, j = [], len(points) - 1
@@ -166,7 +172,7 @@ def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor
         raise GraphError(f"only {len(candidates)} places where a single tensor crosses; cannot make "
                          f"{stages} stages with --single-tensor-cuts (drop it to allow any cut)")
     cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies),
-                        candidates, graph.crossing_bytes)
+                        candidates, graph.crossing_bytes, even=objective == "params")
     if objective != "latency" or measure is None:
         return make_plan(graph, cuts, objective, latencies)
     costs = list(latencies)

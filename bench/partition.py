@@ -1,0 +1,80 @@
+"""Partition objectives side by side: measured CPU latency per stage of MobileNetV2 224 cut 2-5 ways.
+
+For each stage count, the plans of ``--balance macs``, ``params`` and
+``latency`` are cut into real stage models, and all their stages are timed
+together, round-robin, with the real interpreter (one thread each: one core
+per pipeline stage). A pipeline's throughput is set by its slowest stage, so
+the figures are the slowest stage (ms) and max/mean (1.0 = perfectly even).
+
+  python bench/partition.py [--model PATH] [--runs 50] [--stages 2,3,4,5]
+
+Prints a table, then one JSON line with every figure.
+"""
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import itertools
+
+from quantize import tflite_schema as fb
+from quantize.graph import read_graph
+from quantize.profile import time_models
+from quantize.split import extract_stage
+from quantize.stages import plan_split
+
+OBJECTIVES = ("macs", "params", "latency")
+DEFAULT_MODEL = REPO.parent / "shared" / "coral_test_data" / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def stage_models(graph, cuts):
+    bounds = [0, *cuts, len(graph.ops)]
+    return [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in itertools.pairwise(bounds)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds per stage (median kept)")
+    parser.add_argument("--stages", default="2,3,4,5")
+    args = parser.parse_args()
+    graph = read_graph(args.model)
+    counts = [int(s) for s in args.stages.split(",")]
+    whole = time_models([pathlib.Path(args.model).read_bytes()], runs=args.runs)[0]
+    print(f"{pathlib.Path(args.model).name}: {len(graph.ops)} ops, unsplit {whole:.3f} ms on one thread")
+    print(f"{'stages':>6}  {'balance':<8} {'cut positions':<16} {'stage ms (measured)':<36} "
+          f"{'slowest':>8} {'max/mean':>8}")
+    figures = {"model": pathlib.Path(args.model).name, "runs": args.runs, "unsplit_ms": round(whole, 4),
+               "results": []}
+    for n in counts:
+        plans = {b: plan_split(graph, n, balance=b, runs=max(10, args.runs // 2), progress=lambda *_: None)
+                 for b in OBJECTIVES}
+        models = [m for b in OBJECTIVES for m in stage_models(graph, plans[b].cuts)]
+        times = time_models(models, runs=args.runs)
+        row = {"stages": n}
+        for k, b in enumerate(OBJECTIVES):
+            ms = times[k * n:(k + 1) * n]
+            balance = max(ms) / statistics.mean(ms)
+            row[b] = {"cuts": plans[b].cuts, "stage_ms": [round(v, 4) for v in ms],
+                      "slowest_ms": round(max(ms), 4), "max_over_mean": round(balance, 4)}
+            print(f"{n:>6}  {b:<8} {','.join(map(str, plans[b].cuts)):<16} "
+                  f"{' '.join(f'{v:.3f}' for v in ms):<36} {max(ms):>8.3f} {balance:>8.3f}")
+        row["params_over_latency_slowest"] = round(row["params"]["slowest_ms"] / row["latency"]["slowest_ms"], 4)
+        row["macs_over_latency_slowest"] = round(row["macs"]["slowest_ms"] / row["latency"]["slowest_ms"], 4)
+        print(f"{'':>6}  slowest stage, params/latency: {row['params_over_latency_slowest']:.2f}x, "
+              f"macs/latency: {row['macs_over_latency_slowest']:.2f}x")
+        figures["results"].append(row)
+    worst = max(r["latency"]["max_over_mean"] for r in figures["results"])
+    figures["latency_max_over_mean_worst"] = worst
+    figures["latency_target_met"] = worst <= 1.15
+    print(f"--balance latency: worst max/mean {worst:.3f} (target <= 1.15: "
+          f"{'met' if worst <= 1.15 else 'NOT met'})")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
