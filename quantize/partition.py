@@ -38,6 +38,7 @@ class Plan:
     latency_ms: list = None    # estimated CPU ms per stage, when profiled
     measured_ms: list = None   # measured CPU ms per stage (latency objective)
     rounds: list = dataclasses.field(default_factory=list)  # latency refinement history
+    targets: list = None       # per stage "tpu" or "cpu" when unsupported ops were isolated
 
     def balances(self):
         """max/mean of each stage cost that is known, by name."""
@@ -58,6 +59,7 @@ class Plan:
             "stage_latency_ms_estimated": _rounded(self.latency_ms),
             "stage_latency_ms_measured": _rounded(self.measured_ms),
             "refinement_rounds": self.rounds,
+            "targets": self.targets,
         }
 
 
@@ -73,8 +75,10 @@ def candidate_cuts(graph, single_tensor=False):
     return positions
 
 
-def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes, even=False):
+def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes, even=False, required=()):
     """Cuts of ops [0, n) into ``stages`` ranges minimising the largest ``range_cost(i, j)``.
+
+    ``required`` cuts are always made (no stage may span one).
 
     Ties go to the smallest total ``crossing_bytes(p)`` over the cuts; with
     ``even``, first to the smallest sum of squared stage costs (the other
@@ -84,9 +88,13 @@ def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes, even=False):
     Raises:
       GraphError: not enough candidate cuts for that many stages.
     """
-    points = [0] + list(candidates) + [n]
+    points = [0] + sorted(set(candidates) | set(required)) + [n]
     inf = float("inf")
-    cost = [[range_cost(points[i], points[j]) if i < j else inf for j in range(len(points))]
+
+    def allowed(i, j):
+        return i < j and not any(points[i] < r < points[j] for r in required)
+
+    cost = [[range_cost(points[i], points[j]) if allowed(i, j) else inf for j in range(len(points))]
             for i in range(len(points))]
     worst = [[inf] * len(points) for _ in range(stages + 1)]
     worst[0][0] = 0.0
@@ -95,7 +103,8 @@ def optimal_cuts(n, stages, range_cost, candidates, crossing_bytes, even=False):
             worst[s][j] = min((max(worst[s - 1][i], cost[i][j]) for i in range(j)), default=inf)
     best = worst[stages][-1]
     if best == inf:
-        raise GraphError(f"only {len(candidates)} places to cut; cannot make {stages} stages")
+        raise GraphError(f"only {len(points) - 2} places to cut ({len(required)} of them required); "
+                         f"cannot make {stages} stages")
     limit = best + 1e-9 * max(1.0, abs(best))
     cross = [crossing_bytes(p) if 0 < p < n else 0 for p in points]
     total = [[(inf, inf)] * len(points) for _ in range(stages + 1)]
@@ -196,3 +205,43 @@ def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor
 def cut_after_plan(graph, cuts, latencies=None):
     """The Plan of cuts the user chose by name."""
     return make_plan(graph, cuts, "cut-after", latencies)
+
+
+def support_runs(supported):
+    """Maximal runs of ops that are all supported or all unsupported: [(start, end, supported)]."""
+    runs = []
+    for position, ok in enumerate(supported):
+        if runs and runs[-1][2] == bool(ok):
+            runs[-1] = (runs[-1][0], position + 1, bool(ok))
+        else:
+            runs.append((position, position + 1, bool(ok)))
+    return runs
+
+
+def isolating_plan(graph, supported, stages=None, objective="macs", latencies=None):
+    """A plan where every run of unsupported ops is its own CPU stage and all other stages map fully.
+
+    The Edge TPU compiler maps ops only up to the first one it cannot; the
+    rest of that model runs on the CPU even where supported. Cutting at every
+    boundary between supported and unsupported runs gives each supported run
+    its own compiled stage. Extra stages (``stages`` above the number of
+    runs) are placed inside the runs by ``objective``.
+    Args:
+      supported: per op, whether the Edge TPU can run it (compile.preflight.op_support).
+    Raises:
+      GraphError: ``stages`` is below the number of runs.
+    """
+    runs = support_runs(supported)
+    required = [start for start, _, _ in runs[1:]]
+    stages = stages or len(runs)
+    if stages < len(runs):
+        raise GraphError(f"isolating unsupported ops needs at least {len(runs)} stages "
+                         f"({sum(not ok for *_, ok in runs)} CPU run(s) between supported ones); "
+                         f"got --stages {stages}")
+    check_stage_count(graph, stages)
+    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies),
+                        candidate_cuts(graph), graph.crossing_bytes, even=objective == "params",
+                        required=required)
+    plan = make_plan(graph, cuts, f"isolate-{objective}", latencies)
+    plan.targets = ["tpu" if supported[s.start] else "cpu" for s in plan.stages]
+    return plan

@@ -119,3 +119,39 @@ def test_too_many_stages_and_unknown_objective_are_refused(tiny):
         balanced_plan(graph, 2, "speed")
     with pytest.raises(GraphError, match="single tensor crosses"):
         balanced_plan(graph, 5, "macs", single_tensor=True)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_required_cuts_are_always_made_and_the_rest_stays_optimal(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(5, 10))
+    required = sorted(rng.choice(np.arange(1, n), size=int(rng.integers(1, 3)), replace=False).tolist())
+    stages = int(rng.integers(len(required) + 1, n + 1))
+    costs = rng.integers(1, 6, n).tolist()
+    crossing = {c: int(rng.integers(1, 100)) for c in range(1, n)}
+    prefix = np.concatenate([[0], np.cumsum(costs)])
+    cuts = optimal_cuts(n, stages, lambda i, j: float(prefix[j] - prefix[i]), range(1, n), crossing.__getitem__,
+                        required=required)
+    assert set(required) <= set(cuts) and len(cuts) == stages - 1
+    best = None
+    for combo in itertools.combinations(range(1, n), stages - 1):
+        if not set(required) <= set(combo):
+            continue
+        bounds = (0, *combo, n)
+        value = (max(sum(costs[a:b]) for a, b in itertools.pairwise(bounds)), sum(crossing[c] for c in combo))
+        best = value if best is None or value < best else best
+    bounds = (0, *cuts, n)
+    assert (max(sum(costs[a:b]) for a, b in itertools.pairwise(bounds)), sum(crossing[c] for c in cuts)) == best
+
+
+def test_isolating_plan_gives_each_unsupported_run_its_own_cpu_stage(tiny):
+    from quantize.partition import isolating_plan, support_runs
+    assert support_runs([True, False, False, True, True]) == [(0, 1, True), (1, 3, False), (3, 5, True)]
+    graph = read_graph(str(tiny))
+    plan = isolating_plan(graph, [True, False, True, True, True])
+    assert plan.cuts == [1, 2] and plan.targets == ["tpu", "cpu", "tpu"]
+    wider = isolating_plan(graph, [True, False, True, True, True], stages=4, objective="params")
+    assert {1, 2} <= set(wider.cuts) and wider.targets.count("cpu") == 1
+    assert wider.cuts == [1, 2, 4]  # the extra cut isolates the 2600-byte fully connected layer
+    with pytest.raises(GraphError, match="needs at least 3 stages"):
+        isolating_plan(graph, [True, False, True, True, True], stages=2)
