@@ -38,6 +38,18 @@ def _plan_options(args, profile=False):
             "threads": args.profile_threads, "profile": profile}
 
 
+def _int8_model(path):
+    """A .tflite path as given, or a run folder's int8 model (checked against its manifest)."""
+    import pathlib
+
+    import runfolder
+    if not pathlib.Path(path).is_dir():
+        return path
+    manifest = runfolder.load(path)
+    record = runfolder.require(manifest, "quantization", path, "python -m quantize --run")["int8_model"]
+    return str(runfolder.verify_file(path, record, "int8 model"))
+
+
 def _model_command(command, argv):
     """``split`` and ``plan``: work on any full-int8 .tflite file."""
     if command == "split":
@@ -51,7 +63,7 @@ def _model_command(command, argv):
                                                      "CPU latency) without writing anything.")
         parser.add_argument("--no-profile", action="store_true",
                             help="skip timing the ops (no latency column) unless --balance latency")
-    parser.add_argument("model", help="full-int8 .tflite file")
+    parser.add_argument("model", help="full-int8 .tflite file" + (" or a run folder" if command == "plan" else ""))
     if command == "split":
         parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
     _add_cut_options(parser, 1)
@@ -65,7 +77,7 @@ def _model_command(command, argv):
             split_into(args.out, args.model, args.stages or 1, args.cut_after, **_plan_options(args))
             print(f"wrote stages and manifest to {args.out}")
         else:
-            plan = plan_split(read_graph(args.model), args.stages or 1, args.cut_after,
+            plan = plan_split(read_graph(_int8_model(args.model)), args.stages or 1, args.cut_after,
                               progress=lambda line: print(line, file=sys.stderr),
                               **_plan_options(args, profile=not args.no_profile))
             print("\n".join(format_plan(plan)))

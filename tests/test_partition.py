@@ -152,3 +152,10 @@ def test_plan_of_a_file_that_is_not_a_model(tmp_path):
     bogus.write_bytes(b"\x00" * 64)
     result = run_cli("quantize", "plan", bogus, "--stages", "2")
     assert result.returncode == 2 and "not a readable .tflite model" in result.stderr
+
+
+def test_plan_reads_a_run_folder_int8_model(tiny_run):
+    result = run_cli("quantize", "plan", tiny_run, "--stages", "2", "--balance", "params", "--no-profile")
+    assert result.returncode == 0, result.stderr
+    assert "objective: params" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["0", "1"]
