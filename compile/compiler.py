@@ -67,7 +67,7 @@ def compiler_version(path, timeout=60.0):
     run = run_compiler(path, ["--version"], timeout=timeout)
     version = parse_compiler_output(run.stdout + "\n" + run.stderr)["compiler_version"]
     if run.timed_out or run.returncode != 0 or not version:
-        what = ("did not answer within %.0f s" % timeout if run.timed_out
+        what = (f"did not answer within {timeout:.0f} s" if run.timed_out
                 else f"exited with status {run.returncode}" if run.returncode
                 else "did not print 'Edge TPU Compiler version ...'")
         raise CompilerError(
@@ -78,10 +78,18 @@ def compiler_version(path, timeout=60.0):
 
 
 def compile_options(out_dir, timeout=DEFAULT_TIMEOUT, min_runtime_version=None,
-                    search_delegate=False, delegate_search_step=None):
-    """Compiler options (without the model) for one stage.
+                    search_delegate=False, delegate_search_step=None, num_segments=None,
+                    enable_multiple_subgraphs=False):
+    """Compiler options (without the models), as the long flags of compiler 16.0.
 
     ``--show_operations`` makes stdout carry the operation table we record.
+    The short forms differ from what one might guess (coral.ai/docs/edgetpu/
+    compiler/): -a is --enable_multiple_subgraphs, -d --search_delegate, -k
+    --delegate_search_step, -t --timeout_sec, -n --num_segments, -m
+    --min_runtime_version; long flags are used so the command reads plainly.
+
+    Raises:
+      ValueError: an option is given without the one it needs, or out of range.
     """
     options = ["--show_operations", "--out_dir", str(out_dir),
                "--timeout_sec", str(int(max(1, round(timeout))))]
@@ -96,6 +104,13 @@ def compile_options(out_dir, timeout=DEFAULT_TIMEOUT, min_runtime_version=None,
             f"delegate_search_step={delegate_search_step} was given without search_delegate; "
             "the compiler only uses the step when searching for a delegate: "
             "add --search-delegate or drop --delegate-search-step")
+    if enable_multiple_subgraphs:
+        options.append("--enable_multiple_subgraphs")
+    if num_segments is not None:
+        if int(num_segments) < 2:
+            raise ValueError(f"num_segments={num_segments}: the compiler splits a model into 2 "
+                             "or more segments; pass --num-segments 2 or more")
+        options += ["--num_segments", str(int(num_segments))]
     return options
 
 

@@ -38,7 +38,7 @@ def parse_size(text):
         raise ValueError(
             f"compiler size {text!r} is not a number followed by B, KiB, MiB or GiB "
             "(as in '1.05MiB'); the compiler's output format may have changed")
-    return int(round(float(match.group(1)) * _UNITS[match.group(2)]))
+    return round(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 # "Label: value" lines: label -> (key in the result, converter).
@@ -122,7 +122,7 @@ def parse_compiler_output(text):
         if line.startswith("Compilation succeeded"):
             report["succeeded"] = True
             continue
-        if line.startswith("Compilation failed"):
+        if line.startswith(("Compilation failed", "Invalid model")):
             report["succeeded"] = False
         if line.startswith(_ERROR_PREFIXES):
             report["errors"].append(line)
@@ -156,3 +156,54 @@ def format_size(num_bytes):
         if num_bytes >= _UNITS[unit]:
             return f"{num_bytes / _UNITS[unit]:.2f}{unit}"
     return f"{num_bytes:.2f}B"
+
+
+_RUN_START = "Started a compilation timeout timer"
+
+
+def parse_compilations(text):
+    """Parses output that describes several models: co-compiled, or ``--num_segments``.
+
+    Co-compilation prints one "Models compiled successfully" line and then one
+    block per model, each from its ``Input model:`` line; ``--num_segments``
+    compiles segment after segment, each run starting with "Started a compilation
+    timeout timer" and ending in "Compilation succeeded!" or "Compilation failed!"
+    (real samples: tests/data/edgetpu_compiler/, see SOURCES.md).
+
+    Returns:
+      A list of reports as ``parse_compiler_output`` gives for one model, in the
+      order printed, each with "compile_time_ms" and "succeeded" of its own run.
+      A run that failed before naming a model adds a report whose input_model is
+      None, with the failure in "errors".
+    """
+    version = next((line.strip() for line in text.splitlines()
+                    if _VERSION.match(line.strip())), "")
+    runs = [{"blocks": [], "lines": []}]
+    block = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        run = runs[-1]
+        if line.startswith(_RUN_START) and (run["blocks"] or run["lines"]):
+            runs.append({"blocks": [], "lines": []})
+            block = None
+            continue
+        if line.startswith("Input model:"):
+            block = [version, raw]
+            run["blocks"].append(block)
+        elif block is not None and not line.startswith(("Compilation ", "Searching for valid",
+                                                        "Try to compile", _RUN_START)):
+            block.append(raw)
+        else:
+            run["lines"].append(raw)
+    reports = []
+    for run in runs:
+        status = parse_compiler_output("\n".join([version, *run["lines"]]))
+        if not run["blocks"] and (status["succeeded"] is False or status["errors"]):
+            reports.append(status)
+        for lines in run["blocks"]:
+            report = parse_compiler_output("\n".join(lines))
+            report.update(compile_time_ms=status["compile_time_ms"],
+                          succeeded=status["succeeded"],
+                          errors=status["errors"] + report["errors"])
+            reports.append(report)
+    return reports
