@@ -100,9 +100,14 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
             section["segments"] = compile_segments(run_dir, whole, path, options, timeout,
                                                    num_segments, OUT_DIR, log)
         elif co_compile:
-            compile_together(run_dir, stages, models, path, options, timeout, OUT_DIR, log)
+            chosen = [(s, m) for s, m in zip(stages, models) if not _cpu_stage(s, log)]
+            if chosen:
+                compile_together(run_dir, [s for s, _ in chosen], [m for _, m in chosen], path, options,
+                                 timeout, OUT_DIR, log)
         else:
             for number, (stage, model) in enumerate(zip(stages, models), start=1):
+                if _cpu_stage(stage, log):
+                    continue
                 rel_model = rel(run_dir, model)
                 log(f"compiling stage {number}/{len(stages)}: {stage['name']} ({rel_model})")
                 _compile_stage(run_dir, stage, rel_model, path, options, timeout)
@@ -121,6 +126,19 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
     log(f"compiled {what} with {os.path.basename(path)} {version} into "
         f"{run_dir / OUT_DIR}; recorded in {run_dir / MANIFEST_NAME}")
     return manifest
+
+
+CPU_STAGE = ("not compiled: it holds only ops the Edge TPU cannot run, isolated by "
+             "`python -m quantize --isolate-unsupported`")
+
+
+def _cpu_stage(stage, log):
+    """True (and recorded) for a stage quantize marked to run on the CPU."""
+    if stage.get("target") != "cpu":
+        return False
+    stage["compile"] = {"status": "skipped", "reason": CPU_STAGE}
+    log(f"skipping stage {stage['name']}: {CPU_STAGE}")
+    return True
 
 
 def _verified_models(run_dir, stages):

@@ -25,6 +25,10 @@ def _add_cut_options(parser, default_stages):
                         help="what to even out over the stages: MACs (computation), params (constant bytes, "
                              "like edgetpu_compiler --num_segments) or latency (each op timed on the CPU with "
                              "the real interpreter, like Coral's partition_with_profiling); default macs")
+    parser.add_argument("--isolate-unsupported", action="store_true",
+                        help="cut so each run of ops the Edge TPU cannot run is its own CPU stage and every "
+                             "other stage maps fully (the compiler stops mapping at the first unsupported op); "
+                             "without --stages, as few stages as that takes")
     parser.add_argument("--single-tensor-cuts", action="store_true",
                         help="only cut where exactly one tensor crosses (default: any cut)")
     parser.add_argument("--profile-runs", type=int, default=30, metavar="N",
@@ -33,9 +37,19 @@ def _add_cut_options(parser, default_stages):
                         help="interpreter threads when profiling (default 1: one core per stage)")
 
 
+def _add_write_options(parser):
+    parser.add_argument("--keep-op-versions", action="store_true",
+                        help="write op versions as converted, even where edgetpu_compiler 16.0 refuses them "
+                             "(default: lower them where the kernels provably compute the same)")
+
+
 def _plan_options(args, profile=False):
-    return {"balance": args.balance, "single_tensor": args.single_tensor_cuts, "runs": args.profile_runs,
-            "threads": args.profile_threads, "profile": profile}
+    options = {"balance": args.balance, "single_tensor": args.single_tensor_cuts, "runs": args.profile_runs,
+               "threads": args.profile_threads, "profile": profile,
+               "isolate_unsupported": args.isolate_unsupported}
+    if hasattr(args, "keep_op_versions"):
+        options["keep_op_versions"] = args.keep_op_versions
+    return options
 
 
 def _int8_model(path):
@@ -66,6 +80,7 @@ def _model_command(command, argv):
     parser.add_argument("model", help="full-int8 .tflite file" + (" or a run folder" if command == "plan" else ""))
     if command == "split":
         parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
+        _add_write_options(parser)
     _add_cut_options(parser, 1)
     args = parser.parse_args(argv)
     import runfolder
@@ -74,10 +89,12 @@ def _model_command(command, argv):
     from quantize.stages import plan_split, split_into
     try:
         if command == "split":
-            split_into(args.out, args.model, args.stages or 1, args.cut_after, **_plan_options(args))
+            default = None if args.isolate_unsupported else 1
+            split_into(args.out, args.model, args.stages or default, args.cut_after, **_plan_options(args))
             print(f"wrote stages and manifest to {args.out}")
         else:
-            plan = plan_split(read_graph(_int8_model(args.model)), args.stages or 1, args.cut_after,
+            plan = plan_split(read_graph(_int8_model(args.model)),
+                              args.stages or (None if args.isolate_unsupported else 1), args.cut_after,
                               progress=lambda line: print(line, file=sys.stderr),
                               **_plan_options(args, profile=not args.no_profile))
             print("\n".join(format_plan(plan)))
@@ -95,6 +112,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder written by `python -m training`")
     _add_cut_options(parser, 3)
+    _add_write_options(parser)
     parser.add_argument("--io-type", choices=["uint8", "int8"], default="uint8",
                         help="type of the model's input and output (default uint8)")
     parser.add_argument("--samples", type=int, default=300, help="representative samples for calibration")
@@ -107,7 +125,8 @@ def main(argv=None):
     from quantize.ptq import QuantizeError
     from quantize.run import quantize_run
     try:
-        quantize_run(args.run, args.stages or (None if args.cut_after else 3), args.cut_after,
+        default = None if args.cut_after or args.isolate_unsupported else 3
+        quantize_run(args.run, args.stages or default, args.cut_after,
                      args.io_type, args.samples, args.threshold, **_plan_options(args))
     except (GraphError, QuantizeError, runfolder.ManifestError, datasets.DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ import runfolder
 from deploy.classify import evaluate, whole_model_chain
 from deploy.commands import load_test_set
 from deploy.progress import printer
+from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.ptq import convert_int8
 from quantize.stages import write_stages
 from training.keras_setup import keras
@@ -37,7 +38,12 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     representative = datasets.representative_samples(data, datasets.load_splits(splits_path), samples)
     print(f"converting to full int8 ({io_type} input/output) with {len(representative)} calibration samples")
     int8_path = pathlib.Path(run_dir) / "model_int8.tflite"
-    int8_path.write_bytes(convert_int8(model, representative, io_type))
+    int8_bytes, rewrites = convert_int8(model, representative, io_type), []
+    if not plan_options.get("keep_op_versions"):
+        int8_bytes, rewrites = lower_op_versions(int8_bytes)
+        for line in describe_changes(rewrites):
+            print("lowered for edgetpu_compiler 16.0: " + line)
+    int8_path.write_bytes(int8_bytes)
     images, labels = load_test_set(run_dir, manifest)
     result = evaluate(whole_model_chain(int8_path), images, labels, printer("int8 accuracy"))
     accuracy = manifest.setdefault("accuracy", {})
@@ -53,6 +59,7 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
         "int8_model": runfolder.file_record(run_dir, int8_path), "io_type": io_type,
         "method": "ptq", "representative_samples": len(representative),
         "accuracy_drop_points": drop, "threshold_points": threshold, "warned": drop > threshold,
+        "op_version_rewrites": rewrites,
     }
     for later in ("compile", "deploy"):
         manifest.pop(later, None)

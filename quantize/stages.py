@@ -3,12 +3,19 @@ import pathlib
 import shutil
 
 import runfolder
+from quantize.edgetpu_check import (
+    describe_changes,
+    lower_op_versions,
+    preflight_stages,
+    supported_ops,
+)
 from quantize.graph import GraphError, read_graph
 from quantize.partition import (
     OBJECTIVES,
     balanced_plan,
     check_stage_count,
     cut_after_plan,
+    isolating_plan,
 )
 from quantize.plan_table import format_plan
 from quantize.profile import op_latencies, stage_latencies
@@ -37,18 +44,22 @@ def check_full_int8(graph):
 
 
 def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
-               single_tensor=False, progress=print):
+               single_tensor=False, isolate_unsupported=False, progress=print):
     """The Plan for ``--cut-after`` names, or the optimal one for ``--stages`` and ``--balance``.
 
     Profiles each op's CPU latency with the real interpreter when the
     objective is latency or ``profile`` is set (for the plan's latency column).
+    With ``isolate_unsupported`` every run of ops the Edge TPU cannot run gets
+    its own CPU stage (``stages`` None: as few stages as that takes).
     Raises:
       GraphError: the model is not full-int8 or cannot be cut as asked.
     """
     check_full_int8(graph)
     if balance not in OBJECTIVES:
         raise GraphError(f"unknown --balance '{balance}'; choose one of {', '.join(OBJECTIVES)}")
-    if not cut_after:
+    if cut_after and isolate_unsupported:
+        raise GraphError("--isolate-unsupported chooses its own cuts; drop --cut-after or it")
+    if not cut_after and not isolate_unsupported:
         check_stage_count(graph, stages or 1)
     latencies = None
     if balance == "latency" and not cut_after or profile:
@@ -56,20 +67,36 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
         latencies = op_latencies(graph, runs=runs, num_threads=threads)
     if cut_after:
         return cut_after_plan(graph, cut_positions_after(graph, cut_after), latencies)
+    if isolate_unsupported:
+        supported = supported_ops(graph)
+        progress(f"isolating unsupported ops: {supported.count(False)} of {len(supported)} ops cannot run "
+                 "on the Edge TPU")
+        return isolating_plan(graph, supported, stages, balance, latencies)
     return balanced_plan(graph, stages or 1, balance, latencies, single_tensor,
                          measure=lambda cuts: stage_latencies(graph, cuts, runs=runs, num_threads=threads))
 
 
-def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, **plan_options):
+def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, keep_op_versions=False,
+                 **plan_options):
     """Splits ``model_path`` and writes ``stages/stage_K.tflite`` into ``run_dir``.
 
-    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads, single_tensor).
+    Op versions compiler 16.0 would refuse are lowered in the stage files where
+    the kernels provably compute the same (unless ``keep_op_versions``), and
+    each stage gets the pre-flight prediction of where its ops will run.
+    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads,
+    single_tensor, isolate_unsupported).
     Returns:
       (split section, stages list) for the manifest.
     Raises:
       GraphError: the model is not full-int8 or cannot be cut as asked.
     """
-    graph = read_graph(str(model_path))
+    data = pathlib.Path(model_path).read_bytes()
+    changes = []
+    if not keep_op_versions:
+        data, changes = lower_op_versions(data)
+        for line in describe_changes(changes):
+            progress("  lowered for edgetpu_compiler 16.0: " + line)
+    graph = read_graph(data)
     plan = plan_split(graph, stages, cut_after, progress=progress, **plan_options)
     parts = split_model(graph, plan.cuts)
     out = pathlib.Path(run_dir) / "stages"
@@ -87,13 +114,16 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
             "estimated_latency_ms": round(plan.latency_ms[k], 4) if plan.latency_ms else None,
             "ops": part["ops"], "op_range": [part["start"], part["end"]],
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
+            "target": plan.targets[k] if plan.targets else None,
         })
     for line in format_plan(plan):
         progress("  " + line)
+    preflight_stages(run_dir, entries, progress)
     split = {
         "source": runfolder.file_record(run_dir, model_path) if _inside(run_dir, model_path)
         else {"path": str(pathlib.Path(model_path).resolve()), "sha256": runfolder.sha256_of(model_path)},
-        "method": "cut-after" if cut_after else f"balanced-{plan.objective}",
+        "method": "cut-after" if cut_after else plan.objective if plan.targets else f"balanced-{plan.objective}",
+        "op_version_rewrites": changes,
         "cut_after": list(cut_after or []), "cut_positions": plan.cuts,
         "crossing": [names for names, _ in plan.crossing],
         "balance": plan.to_dict(),
