@@ -7,7 +7,8 @@ def format_report(report):
     """Lines of text for one model's report from ``compile.preflight.check_model``."""
     summary, memory = report["summary"], report["memory"]
     label = report.get("name") or report["model"]
-    head = (f"{label} ({report['model']}): {summary['total_ops']} ops, {summary['tpu_ops']} "
+    where = "" if label == report["model"] else f" ({report['model']})"
+    head = (f"{label}{where}: {summary['total_ops']} ops, {summary['tpu_ops']} "
             f"predicted on the Edge TPU, {summary['cpu_ops']} on the CPU")
     if report["refused"]:
         head += "; the compiler will REFUSE this model"
