@@ -3,28 +3,68 @@
   python -m deploy --run runs/demo --image digit.png [--resize] [--convert]
   python -m deploy --run runs/demo --eval
   python -m deploy verify --run runs/demo [--reference MODEL.tflite] --samples 64
+  python -m deploy verify --run runs/demo --devices usb:0,usb:1,cpu   (Edge TPU vs CPU stages)
+  python -m deploy bench --run runs/demo [--samples 200]
   python -m deploy summary --run runs/demo
+  python -m deploy doctor
+
+Exit status: 0 done, 1 verify found differences (or doctor found a known-bad
+setup), 2 an error (the message says what to fix), 3 the command cannot run
+on this machine (e.g. verify --devices without an Edge TPU).
 """
 import argparse
 import sys
+
+CANNOT_RUN = 3
 
 
 def _common(parser):
     parser.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
     parser.add_argument("--devices", default=None,
-                        help="per-stage devices, e.g. usb:0,usb:1,cpu (default: TPUs found, else cpu)")
+                        help="per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
+                             "(default: compiled stages take the Edge TPUs found in turn, the rest the CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per stage interpreter (default: the runtime's choice)")
+    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                        help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
+
+
+def _verify_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy verify",
+        description="Run the stage chain and the unsplit model on the same inputs; exit 1 if any output "
+                    "differs. With --devices naming an Edge TPU, compare the compiled stages on the TPU with "
+                    "the same stages' int8 files on the CPU instead (exit 3 when no stage can run on a TPU).")
+    _common(parser)
+    parser.add_argument("--reference", default=None, help="unsplit model (default: the run's int8 model)")
+    parser.add_argument("--samples", type=int, default=64)
+    return parser
+
+
+def _bench_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy bench",
+        description="Latency p50/p95/p99 per stage and end to end, and throughput, sequential vs pipelined "
+                    "(one thread per stage); saved in the manifest (deploy.bench) with a plot bench.png.")
+    _common(parser)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--queue-size", type=int, default=2, help="bound of each queue between stages")
+    parser.add_argument("--no-plot", dest="plot", action="store_false")
+    return parser
 
 
 def _parse(argv):
     if argv and argv[0] == "verify":
-        parser = argparse.ArgumentParser(prog="python -m deploy verify",
-                                         description="Run the stage chain and the unsplit model on the same "
-                                                     "inputs; exit 1 if any output differs.")
-        _common(parser)
-        parser.add_argument("--reference", default=None,
-                            help="unsplit model (default: the run's int8 model)")
-        parser.add_argument("--samples", type=int, default=64)
-        return "verify", parser.parse_args(argv[1:])
+        return "verify", _verify_parser().parse_args(argv[1:])
+    if argv and argv[0] == "bench":
+        return "bench", _bench_parser().parse_args(argv[1:])
+    if argv and argv[0] == "doctor":
+        parser = argparse.ArgumentParser(
+            prog="python -m deploy doctor",
+            description="Python, tflite runtime, libedgetpu (where, which build), Edge TPUs, and verdicts on "
+                        "known-bad pairings with their fixes. Exit 1 when one is found.")
+        return "doctor", parser.parse_args(argv[1:])
     if argv and argv[0] == "summary":
         parser = argparse.ArgumentParser(prog="python -m deploy summary",
                                          description="Print the run's summary table from its manifest.")
@@ -39,14 +79,28 @@ def _parse(argv):
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     parser.add_argument("--convert", action="store_true", help="convert images to the model's colour mode")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per stage interpreter")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
     return "run", parser.parse_args(argv)
+
+
+def _names_a_tpu(devices):
+    return bool(devices) and any(d.strip() not in ("", "cpu") for d in devices.split(","))
+
+
+def _doctor():
+    from deploy import doctor
+    env = doctor.gather()
+    verdicts = doctor.diagnose(env)
+    for line in doctor.report_lines(env, verdicts):
+        print(line)
+    return 1 if any(v.level == doctor.BAD for v in verdicts) else 0
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command, args = _parse(argv)
+    if command == "doctor":
+        return _doctor()
     import runfolder
     from datasets import ImageError
     from deploy import commands, summary
@@ -55,13 +109,24 @@ def main(argv=None):
     try:
         if command == "summary":
             summary.print_summary(args.run)
+        elif command == "verify" and _names_a_tpu(args.devices):
+            commands.verify_devices_run(args.run, args.devices, args.samples, num_threads=args.threads,
+                                        xnnpack=args.xnnpack)
         elif command == "verify":
-            result = commands.verify_run(args.run, args.reference, args.samples, args.devices)
+            result = commands.verify_run(args.run, args.reference, args.samples, args.devices, args.threads,
+                                         args.xnnpack)
             return 0 if result["bit_exact"] else 1
+        elif command == "bench":
+            commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
+                               args.queue_size, args.plot)
         elif args.eval:
-            commands.evaluate_run(args.run, args.devices, args.threads, args.limit)
+            commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack)
         else:
-            commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert, args.devices)
+            commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert, args.devices,
+                                     args.threads, args.xnnpack)
+    except commands.CannotRun as exc:
+        print(f"cannot run: {exc}", file=sys.stderr)
+        return CANNOT_RUN
     except (runfolder.ManifestError, ImageError, ChainError, RuntimeMissing, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

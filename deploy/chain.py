@@ -6,6 +6,7 @@ the chain is built. A tensor produced two stages earlier is simply kept until
 a later stage asks for it.
 """
 import time
+import weakref
 
 import numpy as np
 
@@ -16,12 +17,28 @@ class ChainError(ValueError):
     """The stages do not fit together, or an input does not fit the chain."""
 
 
+_TENSORS = weakref.WeakKeyDictionary()   # interpreter -> ([(input index, name)], [(output index, name)])
+
+
+def _tensors(interpreter):
+    """An interpreter's input and output (index, name) pairs, read once: the details calls cost
+    several microseconds each, which adds up at every stage of every sample."""
+    try:
+        return _TENSORS[interpreter]
+    except KeyError:
+        pairs = ([(d["index"], d["name"]) for d in interpreter.get_input_details()],
+                 [(d["index"], d["name"]) for d in interpreter.get_output_details()])
+        _TENSORS[interpreter] = pairs
+        return pairs
+
+
 def run_interpreter(interpreter, feeds):
     """Sets named inputs, invokes, returns {output name: array copy}."""
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+    inputs, outputs = _tensors(interpreter)
+    for index, name in inputs:
+        interpreter.set_tensor(index, feeds[name])
     interpreter.invoke()
-    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+    return {name: interpreter.get_tensor(index) for index, name in outputs}
 
 
 def check_feed(feeds, described, where):

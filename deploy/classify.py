@@ -82,7 +82,7 @@ def evaluate(chain, images, labels, progress=None):
     total = np.asarray(total_times) * 1000.0
     return {
         "accuracy": float(np.mean(predictions == np.asarray(labels))),
-        "samples": int(len(images)),
+        "samples": len(images),
         "predictions": predictions,
         "latency_ms": {"median": float(np.median(total)), "p95": float(np.percentile(total, 95))},
         "stage_latency_ms": [float(v) for v in np.median(per_stage, axis=0)],

@@ -5,6 +5,7 @@ import numpy as np
 
 import runfolder
 from datasets import InputSpec, load_image
+from deploy import bench
 from deploy.chain import StageChain
 from deploy.classify import classify, evaluate
 from deploy.progress import printer
@@ -13,10 +14,14 @@ from deploy.stages import StageError, load_stages
 from deploy.verify import compare, reference_chain, sample_feeds
 
 
-def open_chain(run_dir, devices=None, num_threads=None, tpus=None):
+class CannotRun(RuntimeError):
+    """The command cannot run here (e.g. no Edge TPU to compare with); the message says why."""
+
+
+def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):
     """(manifest, StageChain) for a run folder, every file checked against its sha256."""
     manifest = runfolder.load(run_dir)
-    stages = load_stages(run_dir, manifest, devices, num_threads, tpus)
+    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack)
     split = manifest.get("split") or {}
     outputs = [t["name"] for t in split.get("model_outputs", [])]
     inputs = [t["name"] for t in split.get("model_inputs", [])]
@@ -41,9 +46,10 @@ def input_spec(manifest, chain):
     return InputSpec(height=shape[1], width=shape[2], channels=shape[3])
 
 
-def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devices=None):
+def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devices=None, num_threads=None,
+                    xnnpack=True):
     """Top-k classes for each image file; returns [(path, [Class])]."""
-    manifest, chain = open_chain(run_dir, devices)
+    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     for line in describe_placement(chain):
         print(line)
     spec = input_spec(manifest, chain)
@@ -66,9 +72,9 @@ def load_test_set(run_dir, manifest):
         return data["images"], data["labels"]
 
 
-def evaluate_run(run_dir, devices=None, num_threads=None, limit=None):
+def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True):
     """Accuracy and latency of the stage chain on the held-out test split; recorded in the manifest."""
-    manifest, chain = open_chain(run_dir, devices, num_threads)
+    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     images, labels = load_test_set(run_dir, manifest)
     if limit:
         images, labels = images[:limit], labels[:limit]
@@ -92,9 +98,9 @@ def evaluate_run(run_dir, devices=None, num_threads=None, limit=None):
     return deploy["eval"]
 
 
-def verify_run(run_dir, reference=None, samples=64, devices=None):
+def verify_run(run_dir, reference=None, samples=64, devices=None, num_threads=None, xnnpack=True):
     """Runs the chain and the unsplit model on the same inputs; returns the comparison dict."""
-    manifest, chain = open_chain(run_dir, devices)
+    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     tpus = [s for s in chain.stages if s.placement.startswith("edgetpu")]
     if reference is None:
         record = runfolder.require(manifest, "quantization", run_dir, "deploy verify")["int8_model"]
@@ -104,10 +110,7 @@ def verify_run(run_dir, reference=None, samples=64, devices=None):
     ref, note = reference_chain(reference, tpus)
     if note:
         print(note)
-    images = None
-    if manifest.get("dataset"):
-        images, _ = load_test_set(run_dir, manifest)
-        images = images if _fits(chain, images) else None
+    images = _test_images(run_dir, manifest, chain)
     feeds = sample_feeds(chain, samples, images)
     result = compare(chain, ref, feeds, printer("verify"))
     result["reference"] = str(reference)
@@ -124,3 +127,62 @@ def _fits(chain, images):
     shape = chain.inputs[0]["shape"]
     return len(chain.inputs) == 1 and list(images.shape[1:]) == list(shape[1:])
 
+
+
+def _test_images(run_dir, manifest, chain):
+    """The held-out test images when the run has them and they fit the chain, else None."""
+    if not manifest.get("dataset"):
+        return None
+    images, _ = load_test_set(run_dir, manifest)
+    return images if _fits(chain, images) else None
+
+
+def verify_devices_run(run_dir, devices, samples=64, tpus=None, num_threads=None, xnnpack=True):
+    """Compiled stages on their Edge TPUs against the same stages' int8 files on the CPU, same inputs.
+
+    Returns:
+      The comparison dict of ``deploy.verify.compare`` plus ``exact_match_rate``,
+      ``devices`` and per-stage ``placements``; recorded as ``deploy.verify_devices``.
+    Raises:
+      CannotRun: no stage runs on an Edge TPU; the message gives each stage's reason.
+    """
+    manifest, chain = open_chain(run_dir, devices, num_threads, tpus, xnnpack)
+    if not any(s.placement.startswith("edgetpu") for s in chain.stages):
+        reasons = "; ".join(f"stage {s.index}: {s.reason}" for s in chain.stages)
+        raise CannotRun(f"cannot compare Edge TPU with CPU results: no stage runs on an Edge TPU ({reasons}). "
+                        "It needs compiled stages (`python -m compile`), an Edge TPU plugged in and libedgetpu "
+                        "installed; `python -m deploy doctor` checks the last two")
+    _, cpu = open_chain(run_dir, "cpu", num_threads, tpus, xnnpack)
+    for line in describe_placement(chain):
+        print(line)
+    feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
+    result = compare(chain, cpu, feeds, printer("verify devices"))
+    result["exact_match_rate"] = 1.0 - result["mismatching_outputs"] / max(result["outputs_compared"], 1)
+    result["devices"] = devices
+    result["placements"] = [{"index": s.index, "placement": s.placement, "reason": s.reason} for s in chain.stages]
+    manifest.setdefault("deploy", {})["verify_devices"] = result
+    runfolder.save(run_dir, manifest)
+    print(f"Edge TPU vs CPU on {result['samples']} samples: exact match {100 * result['exact_match_rate']:.2f}% "
+          f"of outputs, max difference {result['max_abs_difference']} steps, "
+          f"top-1 agreement {result['top1_agreement']:.4f}")
+    return result
+
+
+def bench_run(run_dir, samples=200, warmup=20, devices=None, num_threads=None, xnnpack=True, queue_size=2,
+              make_plot=True):
+    """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined.
+
+    Returns the result recorded as ``deploy.bench`` (see ``deploy.bench``).
+    """
+    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    for line in describe_placement(chain):
+        print(line)
+    feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
+    result = bench.describe(chain, samples, warmup, num_threads, xnnpack, queue_size)
+    result.update(bench.bench_chain(chain, feeds, warmup, queue_size, printer))
+    for line in bench.table_lines(result):
+        print(line)
+    written = bench.record(run_dir, manifest, result, make_plot)
+    if make_plot:
+        print(f"plot: {written}" if written else "plot skipped: matplotlib is not installed (pip install matplotlib)")
+    return manifest["deploy"]["bench"]

@@ -7,10 +7,12 @@ Accelerators show up as ``1a6e:089a`` (before first use) or ``18d1:9302``
 (after), PCIe/M.2 modules as ``/dev/apex_<N>``.
 """
 import collections
+import ctypes
 import glob
 import os
 import pathlib
 import platform
+import threading
 
 EdgeTpu = collections.namedtuple("EdgeTpu", "type path")
 
@@ -71,18 +73,28 @@ class DelegateCache:
     device once.
     """
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, open_library=ctypes.CDLL):
+        """Args: open_library: opens libedgetpu by name, raising OSError when it cannot (tests replace it)."""
         self._runtime = runtime
+        self._open_library = open_library
         self._delegates = {}
+        self._lock = threading.Lock()
 
     def get(self, device):
         """The delegate for ``device`` (e.g. ``usb:0``). Raises DelegateError."""
+        with self._lock:
+            return self._get(device)
+
+    def _get(self, device):
         if device not in self._delegates:
             options = {"device": device} if device else {}
             try:
                 if self._runtime.pycoral is not None:
                     self._delegates[device] = self._runtime.pycoral.load_edgetpu_delegate(options)
                 else:
+                    # Open the library first: when it is missing, ai-edge-litert's half-made Delegate
+                    # object prints a traceback from its __del__; this way no such object is made.
+                    self._open_library(library_name())
                     self._delegates[device] = self._runtime.load_delegate(library_name(), options)
             except (OSError, ValueError, RuntimeError) as exc:
                 # Remembered, so later stages on this device do not retry a load that failed.
@@ -93,3 +105,14 @@ class DelegateCache:
         if isinstance(delegate, DelegateError):
             raise delegate
         return delegate
+
+
+_CACHES = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def delegate_cache(runtime):
+    """The process-wide DelegateCache of a runtime: every chain opened in this process shares it,
+    so a TPU is opened once however many stages, chains or runners use it."""
+    with _CACHES_LOCK:
+        return _CACHES.setdefault(runtime.name, DelegateCache(runtime))

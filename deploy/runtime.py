@@ -30,12 +30,12 @@ class RuntimeMissing(ImportError):
 
 
 def _version(package):
+    from importlib import metadata
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+            "tensorflow": "tensorflow", "pycoral": "pycoral"}.get(package, package)
     try:
-        from importlib import metadata
-        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
-                "tensorflow": "tensorflow", "pycoral": "pycoral"}[package]
         return metadata.version(dist)
-    except Exception:  # not installed as a distribution (e.g. a source build)
+    except metadata.PackageNotFoundError:  # not installed as a distribution (e.g. a source build)
         return "unknown"
 
 
@@ -47,7 +47,7 @@ def _real_pycoral():
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_runtime(prefer=None):
     """Returns the Runtime to use (see module docstring for the order).
 

@@ -9,6 +9,7 @@ import dataclasses
 
 import runfolder
 from deploy import edgetpu
+from deploy.devices import assign_devices, parse_devices  # noqa: F401  (parse_devices: public here too)
 from deploy.runtime import load_runtime, make_interpreter
 
 
@@ -28,40 +29,17 @@ class LoadedStage:
     interpreter: object
 
 
-def parse_devices(text, count):
-    """``usb:0,usb:1,cpu`` to one device string (or "cpu") per stage.
-
-    Raises:
-      ValueError: not one entry per stage, or an entry that is not a device.
-    """
-    entries = [e.strip() for e in text.split(",") if e.strip()]
-    if len(entries) == 1:
-        entries = entries * count
-    if len(entries) != count:
-        raise ValueError(f"--devices lists {len(entries)} devices for {count} stages; give one per stage "
-                         "(e.g. usb:0,usb:1,cpu) or one for all")
-    for entry in entries:
-        kind, _, number = entry.partition(":")
-        if entry != "cpu" and (kind not in ("usb", "pci", "") or not number.isdigit()):
-            raise ValueError(f"device '{entry}' is not one of cpu, usb:<N>, pci:<N>, :<N>")
-    return entries
-
-
-def _auto_devices(count, tpus):
-    if not tpus:
-        return ["cpu"] * count
-    return [f":{k % len(tpus)}" for k in range(count)]
-
-
-def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
+def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xnnpack=True):
     """Loads every stage listed in the manifest, checking each file's sha256.
 
     Args:
       run_dir: the run folder.
       manifest: its manifest (``runfolder.load``).
-      devices: None for automatic, or a comma list as for ``parse_devices``.
+      devices: None for automatic (compiled stages take the TPUs found in
+        turn), or a comma list as for ``deploy.devices.parse_devices``.
       num_threads: CPU threads per interpreter (None: the runtime's default).
       tpus: Edge TPUs to use (default: ``edgetpu.list_edge_tpus()``).
+      xnnpack: let the runtime apply XNNPACK to CPU stages (see ``make_interpreter``).
     Returns:
       A list of LoadedStage.
     """
@@ -69,20 +47,21 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
     runtime = load_runtime()
     if tpus is None:
         tpus = edgetpu.list_edge_tpus(pycoral=runtime.pycoral)
-    assigned = parse_devices(devices, len(stages)) if devices else _auto_devices(len(stages), tpus)
-    delegates = edgetpu.DelegateCache(runtime)
+    assigned = assign_devices([bool(e.get("compiled")) for e in stages], tpus, devices)
+    delegates = edgetpu.delegate_cache(runtime)
     compile_info = manifest.get("compile") or {}
+    on_cpu = "assigned to the CPU by --devices" if devices else "no Edge TPU found"
     loaded = []
-    for entry, device in zip(stages, assigned):
+    for entry, (device, note) in zip(stages, assigned):
         what = f"stage {entry['index']} file"
         cpu_path = runfolder.verify_file(run_dir, entry["model"], what)
         placement, reason, interpreter, path = "cpu", None, None, cpu_path
         compiled = entry.get("compiled")
-        on_cpu = "no Edge TPU found" if not tpus else "assigned to the CPU by --devices"
         if not compiled:
-            reason = _not_compiled_reason(compile_info) + ("; " + on_cpu if device == "cpu" else "")
+            reason = _not_compiled_reason(compile_info) + (
+                "; " + on_cpu if device == "cpu" and (devices or not tpus) else "")
         elif device == "cpu":
-            reason = on_cpu
+            reason = note or on_cpu
         else:
             compiled_path = runfolder.verify_file(run_dir, compiled, f"compiled stage {entry['index']} file")
             try:
@@ -92,7 +71,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None):
             except edgetpu.DelegateError as exc:
                 reason = str(exc).split(". ")[0]
         if interpreter is None:
-            interpreter = _cpu_interpreter(cpu_path, what, num_threads)
+            interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack)
         loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                                   entry["inputs"], entry["outputs"], placement, reason, interpreter))
     return loaded
@@ -105,12 +84,12 @@ def _not_compiled_reason(compile_info):
                 status, f"not compiled (compile status: {status})")
 
 
-def _cpu_interpreter(path, what, num_threads):
+def _cpu_interpreter(path, what, num_threads, xnnpack=True):
     if edgetpu.is_compiled_model(path):
         raise StageError(f"{what} {path} is compiled for the Edge TPU (it holds edgetpu-custom-op), "
                          "but no Edge TPU is in use; re-run `python -m quantize` to restore the CPU stage")
     try:
-        return make_interpreter(path, num_threads=num_threads)
+        return make_interpreter(path, num_threads=num_threads, xnnpack=xnnpack)
     except (ValueError, RuntimeError) as exc:
         raise StageError(f"{what} {path} cannot be loaded by the tflite runtime: {str(exc).strip()}; "
                          "re-run `python -m quantize` to rewrite it") from exc

@@ -23,8 +23,8 @@ def summary_lines(manifest):
     evaluation = (manifest.get("deploy") or {}).get("eval") or {}
     compile_info = manifest.get("compile") or {}
     lines = [
-        f"run {manifest.get('run')}  data {(manifest.get('dataset') or {}).get('name', '-')}  "
-        f"model {(manifest.get('training') or {}).get('model', '-')}",
+        (f"run {manifest.get('run')}  data {(manifest.get('dataset') or {}).get('name', '-')}  "
+         f"model {(manifest.get('training') or {}).get('model', '-')}"),
         f"accuracy  float {_pct(accuracy.get('float'))}  int8 {_pct(accuracy.get('int8'))}  "
         f"chain {_pct(accuracy.get('chain'))}"
         + (f"  ({evaluation['samples']} held-out test samples)" if evaluation else ""),
@@ -59,6 +59,11 @@ def summary_lines(manifest):
     if evaluation:
         lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
                      f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")
+    bench = (manifest.get("deploy") or {}).get("bench")
+    if bench and bench.get("speedup"):
+        lines.append(f"bench: {bench['sequential']['throughput_per_s']:.1f}/s one stage after another, "
+                     f"{bench['pipelined']['throughput_per_s']:.1f}/s pipelined ({bench['speedup']:.2f}x, "
+                     f"{bench['samples']} samples, {bench['runtime']})")
     return lines
 
 

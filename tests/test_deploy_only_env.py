@@ -16,8 +16,14 @@ from PIL import Image
 
 import runfolder
 from deploy.chain import StageChain
+from deploy.classify import (
+    WholeModel,
+    describe_details,
+    evaluate,
+    logits,
+    whole_model_chain,
+)
 from deploy.runtime import make_interpreter
-from deploy.classify import WholeModel, describe_details, evaluate, logits, whole_model_chain
 from tests.conftest import REPO, copy_run, run_cli
 
 FORBIDDEN = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "training"}
@@ -39,7 +45,8 @@ def pi_python():
 
 def pi_script(python, code, *args):
     """Runs ``python -c code args`` in the deploy-only env from the repository root; returns its JSON."""
-    result = subprocess.run([python, "-c", code, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([python, "-c", code, *map(str, args)], cwd=REPO, check=False, capture_output=True,
+                            text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -55,7 +62,8 @@ IMPORTS = """
 import importlib, json, sys
 found = {}
 for name in ["tensorflow", "ai_edge_litert", "keras", "deploy", "deploy.commands", "deploy.stages",
-             "deploy.verify", "deploy.summary", "deploy.classify", "deploy.__main__"]:
+             "deploy.verify", "deploy.summary", "deploy.classify", "deploy.__main__", "deploy.pipeline",
+             "deploy.pipelined_model_runner", "deploy.doctor", "deploy.bench", "deploy.devices"]:
     try:
         importlib.import_module(name)
         found[name] = None
@@ -74,7 +82,8 @@ def test_deploy_imports_without_tensorflow(pi_python):
     assert imports["tensorflow"] and "tensorflow" in imports["tensorflow"], imports
     assert imports["ai_edge_litert"] and "ai_edge_litert" in imports["ai_edge_litert"], imports
     for module in ("deploy", "deploy.commands", "deploy.stages", "deploy.verify", "deploy.summary",
-                   "deploy.classify", "deploy.__main__"):
+                   "deploy.classify", "deploy.__main__", "deploy.pipeline", "deploy.pipelined_model_runner",
+                   "deploy.doctor", "deploy.bench", "deploy.devices"):
         assert imports[module] is None, (module, imports[module])
     assert info["runtime"] == "tflite_runtime"
     assert info["tensorflow_loaded"] == []
@@ -170,6 +179,53 @@ def test_same_png_gets_the_same_class_in_both_envs(pi_python, tiny_run, tmp_path
         classes[name] = found.group(1)
     names = runfolder.load(tiny_run)["dataset"]["class_names"]
     assert classes["main"] == classes["deploy-only"] == names[int(np.argmax(scores[pick]))]
+
+
+PIPELINED = """
+import json, sys
+import numpy as np
+from deploy.commands import open_chain
+from deploy.pipeline import PipelinedRunner
+from deploy.pipelined_model_runner import PipelinedModelRunner
+from deploy.classify import whole_model_chain
+from deploy.verify import sample_feeds
+_, chain = open_chain(sys.argv[1], "cpu", tpus=[])
+whole = whole_model_chain(sys.argv[2])
+feeds = sample_feeds(chain, 12, seed=9)
+name_in, name_out = chain.inputs[0]["name"], chain.outputs[0]["name"]
+expected = [whole.run({whole.inputs[0]["name"]: f[name_in]})[whole.outputs[0]["name"]] for f in feeds]
+results = list(PipelinedRunner(chain).stream(feeds))
+ours = [r.request_id for r in results] == list(range(12)) and all(
+    np.array_equal(r.outputs[name_out], e) for r, e in zip(results, expected))
+runner = PipelinedModelRunner([s.interpreter for s in chain.stages])
+for f in feeds:
+    runner.push(f)
+runner.push({})
+popped = []
+while (result := runner.pop()) is not None:
+    popped.append(result[name_out])
+drop_in = len(popped) == 12 and all(np.array_equal(p, e) for p, e in zip(popped, expected))
+print(json.dumps({"pipelined_runner": bool(ours), "drop_in": bool(drop_in)}))
+"""
+
+
+def test_pipelined_runners_in_deploy_only_env_equal_the_unsplit_model(pi_python, coral_data, tmp_path):
+    from quantize.stages import split_into
+    model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
+    split_into(str(tmp_path / "m3"), str(model), 3, progress=lambda *_: None)
+    assert pi_script(pi_python, PIPELINED, tmp_path / "m3", model) == {"pipelined_runner": True, "drop_in": True}
+
+
+def test_doctor_and_bench_in_deploy_only_env(pi_python, tiny_run, tmp_path):
+    doctor = run_cli("deploy", "doctor", python=pi_python)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "runtime: tflite_runtime 2.14.0" in doctor.stdout and "numpy 1." in doctor.stdout
+    run = copy_run(tiny_run, tmp_path)
+    bench = run_cli("deploy", "bench", "--run", run, "--samples", 8, "--warmup", 1, python=pi_python)
+    assert bench.returncode == 0, bench.stderr
+    assert "plot skipped: matplotlib is not installed" in bench.stdout      # no matplotlib on the Pi
+    recorded = runfolder.load(run)["deploy"]["bench"]
+    assert recorded["runtime"].startswith("tflite_runtime ") and recorded["plot"] is None
 
 
 # ---------------------------------------------------------------- deploy/ source (main env)

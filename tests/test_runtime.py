@@ -1,9 +1,8 @@
 """Runtime selection: real pycoral when present, the unrelated PyPI 'pycoral' ignored, forced runtimes."""
 import json
-import textwrap
-
 import subprocess
 import sys
+import textwrap
 
 from tests.conftest import REPO
 
@@ -30,7 +29,8 @@ def _probe(tmp_path, package_files, env_extra=None):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", **(env_extra or {})}
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, check=False, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -62,6 +62,6 @@ def test_unrelated_pypi_pycoral_is_ignored(tmp_path):
 def test_forced_runtime_that_is_missing_says_what_to_install(tmp_path):
     env = {"PYTHONPATH": str(REPO), "CORAL_STAGES_RUNTIME": "tflite_runtime", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", "from deploy.runtime import load_runtime; load_runtime()"],
-                         cwd=REPO, env=env, capture_output=True, text=True)
+                         cwd=REPO, env=env, check=False, capture_output=True, text=True)
     assert out.returncode != 0
     assert "no tflite runtime found" in out.stderr and "pip install ai-edge-litert" in out.stderr
