@@ -122,7 +122,7 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
     manifest["compile"] = section
     runfolder.save(run_dir, manifest)
     what = (f"{num_segments} segments of {rel(run_dir, whole)}" if whole
-            else f"{len(stages)} stage(s){' together' if co_compile else ''}")
+            else f"{sum(1 for s in stages if s['compiled'])} stage(s){' together' if co_compile else ''}")
     log(f"compiled {what} with {os.path.basename(path)} {version} into "
         f"{run_dir / OUT_DIR}; recorded in {run_dir / MANIFEST_NAME}")
     return manifest

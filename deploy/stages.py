@@ -58,7 +58,8 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
         placement, reason, interpreter, path = "cpu", None, None, cpu_path
         compiled = entry.get("compiled")
         if not compiled:
-            reason = _not_compiled_reason(compile_info) + (
+            own = (entry.get("compile") or {}).get("reason")
+            reason = (own or _not_compiled_reason(compile_info)) + (
                 "; " + on_cpu if device == "cpu" and (devices or not tpus) else "")
         elif device == "cpu":
             reason = note or on_cpu

@@ -16,6 +16,32 @@ def _tensors(tensors):
     return "; ".join(f"{_short(t['name'])} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
 
 
+def _counts(pairs):
+    """'CONV_2D x3, ADD' from [(op, count)] in first-seen order."""
+    merged = {}
+    for op, count in pairs:
+        merged[op] = merged.get(op, 0) + count
+    return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in merged.items())
+
+
+def op_placement(stage):
+    """Where each op of a stage runs: the compiler's table when compiled, else the pre-flight prediction."""
+    compiled = stage.get("compile") or {}
+    if compiled.get("operations"):
+        tpu = [(o["op"], o["count"]) for o in compiled["operations"] if o["on_tpu"]]
+        cpu = [(o["op"], o["count"]) for o in compiled["operations"] if not o["on_tpu"]]
+        source = "compiled"
+    elif (stage.get("preflight") or {}).get("placement"):
+        pairs = list(zip(stage["ops"], stage["preflight"]["placement"]))
+        tpu = [(op, 1) for op, where in pairs if where == "tpu"]
+        cpu = [(op, 1) for op, where in pairs if where == "cpu"]
+        source = "predicted, not compiled"
+    else:
+        return None
+    text = f"ops ({source}): Edge TPU {sum(n for _, n in tpu)}, CPU {sum(n for _, n in cpu)}"
+    return text + (f"; on the CPU: {_counts(cpu)}" if cpu else "")
+
+
 def summary_lines(manifest):
     """Lines of text: accuracies, bit-exactness, and one row per stage."""
     accuracy = manifest.get("accuracy") or {}
@@ -50,6 +76,9 @@ def summary_lines(manifest):
             f"{placed.get('placement', 'not run'):<16}{_tensors(stage['inputs'])} -> {_tensors(stage['outputs'])}")
         if placed.get("reason"):
             lines.append(f"{'':<6}why: {placed['reason']}")
+        where = op_placement(stage)
+        if where:
+            lines.append(f"{'':<6}{where}")
         compiled = stage.get("compile")
         if compiled and compiled.get("total_ops") is not None:
             lines.append(f"{'':<6}compiled: {compiled.get('ops_mapped')}/{compiled['total_ops']} ops mapped to the "

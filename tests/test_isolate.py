@@ -61,8 +61,15 @@ def test_isolating_moves_the_ops_after_the_cpu_op_back_to_the_tpu(abs_model, tmp
     stages = runfolder.load(out)["stages"]
     assert stages[1]["compiled"] is None and stages[1]["compile"]["status"] == "skipped"
     assert all(s["compiled"] for s in stages if s["target"] == "tpu")
+    assert "compiled 2 stage(s)" in compiled.stdout
     verify = run_cli("deploy", "verify", "--run", out, "--reference", abs_model, "--samples", "4")
     assert verify.returncode == 0 and "0 mismatching outputs of 4" in verify.stdout, verify.stdout + verify.stderr
+    summary = run_cli("deploy", "summary", "--run", out).stdout
+    assert "ops (predicted, not compiled): Edge TPU 0, CPU 1; on the CPU: ABS" in summary
+    assert summary.count("ops (compiled): Edge TPU") == 2 and "isolated by" not in summary
+    from deploy.commands import open_chain
+    _, chain = open_chain(out)
+    assert "isolated by" in chain.stages[1].reason and chain.stages[1].placement == "cpu"
 
 
 def test_isolating_with_more_stages_and_too_few(abs_model, tmp_path):
