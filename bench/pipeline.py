@@ -52,6 +52,21 @@ def split_run(model, stages, work, balance="latency"):
     return out
 
 
+def concurrently(interpreters, invokes):
+    """Seconds for each interpreter to invoke ``invokes`` times, each on its own thread, all at once."""
+    def work(interpreter):
+        for _ in range(invokes):
+            interpreter.invoke()
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in interpreters]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def gil_check(model, invokes, threads=1):
     """Seconds for 2 x ``invokes`` on one thread vs on two threads (one interpreter each); and the ratio."""
     interpreters = [make_interpreter(model, num_threads=threads) for _ in range(2)]
@@ -60,24 +75,13 @@ def gil_check(model, invokes, threads=1):
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
         interpreter.invoke()
 
-    def work(interpreter):
-        for _ in range(invokes):
-            interpreter.invoke()
-
     rounds = []
     for _ in range(3):
         start = time.perf_counter()
         for interpreter in interpreters:
-            work(interpreter)
-        one = time.perf_counter() - start
-        pool = [threading.Thread(target=work, args=(i,)) for i in interpreters]
-        start = time.perf_counter()
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
-        two = time.perf_counter() - start
-        rounds.append((one, two))
+            for _ in range(invokes):
+                interpreter.invoke()
+        rounds.append((time.perf_counter() - start, concurrently(interpreters, invokes)))
     one, two = np.median([r[0] for r in rounds]), np.median([r[1] for r in rounds])
     return {"one_thread_s": float(one), "two_threads_s": float(two), "ratio": float(one / two),
             "invokes_per_thread": invokes, "rounds": 3}
@@ -94,17 +98,7 @@ def ceiling(chain, invokes):
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
 
-    def work(interpreter):
-        for _ in range(invokes):
-            interpreter.invoke()
-
-    pool = [threading.Thread(target=work, args=(i,)) for i in interpreters]
-    start = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return invokes / (time.perf_counter() - start)
+    return invokes / concurrently(interpreters, invokes)
 
 
 def main(argv=None):

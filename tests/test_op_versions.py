@@ -5,14 +5,11 @@ the TFLite converter writes, and the real interpreter's outputs.
 import glob
 import pathlib
 import re
-import sys
 
 import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from compile import optable
 from compile.opcheck import op_version
