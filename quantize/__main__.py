@@ -35,6 +35,9 @@ def _add_cut_options(parser, default_stages):
                         help="timed rounds per op when profiling latency (default 30)")
     parser.add_argument("--profile-threads", type=int, default=1, metavar="N",
                         help="interpreter threads when profiling (default 1: one core per stage)")
+    parser.add_argument("--profile-kernels", choices=["xnnpack", "builtin"], default="xnnpack",
+                        help="CPU kernels to time: xnnpack (ai-edge-litert's default) or builtin (what "
+                             "tflite-runtime 2.14 on a Raspberry Pi runs); time what the stages will run on")
 
 
 def _add_write_options(parser):
@@ -45,7 +48,7 @@ def _add_write_options(parser):
 
 def _plan_options(args, profile=False):
     options = {"balance": args.balance, "single_tensor": args.single_tensor_cuts, "runs": args.profile_runs,
-               "threads": args.profile_threads, "profile": profile,
+               "threads": args.profile_threads, "profile": profile, "xnnpack": args.profile_kernels == "xnnpack",
                "isolate_unsupported": args.isolate_unsupported}
     if hasattr(args, "keep_op_versions"):
         options["keep_op_versions"] = args.keep_op_versions

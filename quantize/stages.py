@@ -44,7 +44,7 @@ def check_full_int8(graph):
 
 
 def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
-               single_tensor=False, isolate_unsupported=False, progress=print):
+               single_tensor=False, isolate_unsupported=False, xnnpack=True, progress=print):
     """The Plan for ``--cut-after`` names, or the optimal one for ``--stages`` and ``--balance``.
 
     Profiles each op's CPU latency with the real interpreter when the
@@ -63,8 +63,9 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
         check_stage_count(graph, stages or 1)
     latencies = None
     if balance == "latency" and not cut_after or profile:
-        progress(f"profiling {len(graph.ops)} ops on the CPU ({runs} rounds, {threads} thread(s))")
-        latencies = op_latencies(graph, runs=runs, num_threads=threads)
+        kernels = "XNNPACK" if xnnpack else "built-in"
+        progress(f"profiling {len(graph.ops)} ops on the CPU ({runs} rounds, {threads} thread(s), {kernels} kernels)")
+        latencies = op_latencies(graph, runs=runs, num_threads=threads, xnnpack=xnnpack)
     if cut_after:
         return cut_after_plan(graph, cut_positions_after(graph, cut_after), latencies)
     if isolate_unsupported:
@@ -73,7 +74,8 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
                  "on the Edge TPU")
         return isolating_plan(graph, supported, stages, balance, latencies)
     return balanced_plan(graph, stages or 1, balance, latencies, single_tensor,
-                         measure=lambda cuts: stage_latencies(graph, cuts, runs=runs, num_threads=threads))
+                         measure=lambda cuts: stage_latencies(graph, cuts, runs=runs, num_threads=threads,
+                                                              xnnpack=xnnpack))
 
 
 def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, keep_op_versions=False,
@@ -83,7 +85,7 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
     Op versions compiler 16.0 would refuse are lowered in the stage files where
     the kernels provably compute the same (unless ``keep_op_versions``), and
     each stage gets the pre-flight prediction of where its ops will run.
-    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads,
+    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads, xnnpack,
     single_tensor, isolate_unsupported).
     Returns:
       (split section, stages list) for the manifest.
@@ -126,7 +128,9 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
         "op_version_rewrites": changes,
         "cut_after": list(cut_after or []), "cut_positions": plan.cuts,
         "crossing": [names for names, _ in plan.crossing],
-        "balance": plan.to_dict(),
+        "balance": {**plan.to_dict(), "profile": None if plan.latency_ms is None else {
+            "runs": plan_options.get("runs", 30), "threads": plan_options.get("threads", 1),
+            "kernels": "xnnpack" if plan_options.get("xnnpack", True) else "builtin"}},
         "model_inputs": [describe_tensor(graph, t) for t in graph.inputs],
         "model_outputs": [describe_tensor(graph, t) for t in graph.outputs],
     }

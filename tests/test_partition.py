@@ -159,3 +159,14 @@ def test_plan_reads_a_run_folder_int8_model(tiny_run):
     assert result.returncode == 0, result.stderr
     assert "objective: params" in result.stdout
     assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["0", "1"]
+
+
+def test_latency_can_be_profiled_with_the_builtin_kernels(coral_data, tmp_path):
+    """A Raspberry Pi with tflite-runtime runs the built-in kernels: the plan can be timed on those."""
+    model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
+    out = tmp_path / "builtin"
+    manifest = split_into(out, model, 3, balance="latency", xnnpack=False, **QUIET)
+    assert manifest["split"]["balance"]["profile"] == {"runs": 3, "threads": 1, "kernels": "builtin"}
+    assert _exact(verify_run(out, samples=2))
+    plain = split_into(tmp_path / "macs", model, 3, **QUIET)
+    assert plain["split"]["balance"]["profile"] is None
