@@ -19,21 +19,12 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import itertools
-
-from quantize import tflite_schema as fb
 from quantize.graph import read_graph
-from quantize.profile import time_models
-from quantize.split import extract_stage
+from quantize.profile import stage_models, time_models
 from quantize.stages import plan_split
 
 OBJECTIVES = ("macs", "params", "latency")
 DEFAULT_MODEL = REPO.parent / "shared" / "coral_test_data" / "mobilenet_v2_1.0_224_quant.tflite"
-
-
-def stage_models(graph, cuts):
-    bounds = [0, *cuts, len(graph.ops)]
-    return [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in itertools.pairwise(bounds)]
 
 
 def main():

@@ -68,8 +68,12 @@ def op_latencies(graph, runs=30, num_threads=1, xnnpack=True, progress=None):
     return time_models(models, runs=runs, num_threads=num_threads, xnnpack=xnnpack, progress=progress)
 
 
+def stage_models(graph, cuts):
+    """Bytes of the stage models the cuts make."""
+    bounds = [0] + list(cuts) + [len(graph.ops)]
+    return [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in itertools.pairwise(bounds)]
+
+
 def stage_latencies(graph, cuts, runs=30, num_threads=1, xnnpack=True):
     """Median CPU milliseconds of each stage the cuts make, each stage a real stage model."""
-    bounds = [0] + list(cuts) + [len(graph.ops)]
-    models = [fb.model_to_bytes(extract_stage(graph, a, b)[0]) for a, b in itertools.pairwise(bounds)]
-    return time_models(models, runs=runs, num_threads=num_threads, xnnpack=xnnpack)
+    return time_models(stage_models(graph, cuts), runs=runs, num_threads=num_threads, xnnpack=xnnpack)

@@ -9,7 +9,7 @@ import copy
 import itertools
 
 from quantize import tflite_schema as fb
-from quantize.costs import stage_io
+from quantize.costs import stage_cost, stage_io
 from quantize.graph import GraphError, find_tensor
 
 _KEPT_METADATA = (b"min_runtime_version", b"CONVERSION_METADATA")
@@ -149,8 +149,7 @@ def split_model(graph, cuts):
         if start >= end:
             raise GraphError(f"cut positions {cuts} leave an empty stage")
         model, ins, outs = extract_stage(graph, start, end, names)
-        constants = {t for op in graph.ops[start:end] for t in op.inputs
-                     if t >= 0 and graph.tensors[t].is_constant}
+        cost = stage_cost(graph, start, end)
         stages.append({
             "model_bytes": fb.model_to_bytes(model),
             "start": start, "end": end,
@@ -158,8 +157,8 @@ def split_model(graph, cuts):
             "outputs": [describe_tensor(graph, t, names) for t in outs],
             "op_count": end - start,
             "ops": [op.name for op in graph.ops[start:end]],
-            "parameter_bytes": sum(graph.tensors[t].constant_bytes for t in constants),
-            "macs": sum(op.macs for op in graph.ops[start:end]),
+            "parameter_bytes": cost.parameter_bytes,  # each shared buffer once, as the file holds it
+            "macs": cost.macs,
         })
     return stages
 
