@@ -7,12 +7,12 @@ RUN    ?= runs/demo
 EPOCHS ?= 8
 STAGES ?= 3
 
-.PHONY: demo test venv venv-pi clean
+.PHONY: demo test venv venv-pi system-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,test]'
+	$(BIN)/pip install --quiet -e '.[train,serve,test]'
 	touch $@
 
 # A deploy-only environment as on many Raspberry Pis: tflite-runtime 2.14 with numpy < 2,
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 $(PI)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PI)
 	$(PI)/bin/pip install --quiet --upgrade pip
-	$(PI)/bin/pip install --quiet 'numpy<2' pillow tflite-runtime==2.14.0
+	$(PI)/bin/pip install --quiet 'numpy<2' pillow tflite-runtime==2.14.0 grpcio grpcio-health-checking protobuf
 	$(PI)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -35,7 +35,12 @@ demo: venv
 	$(BIN)/python -m deploy verify --run $(RUN) --samples 256
 	$(BIN)/python -m deploy summary --run $(RUN)
 
-test: venv venv-pi
+# Real servers and a real browser for the tests: Debian's redis-server and chromium.
+system-packages:
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium >/dev/null)
+
+test: venv venv-pi system-packages
 	DEPLOY_ONLY_PYTHON=$(abspath $(PI))/bin/python $(BIN)/python -m pytest -q tests
 
 clean:

@@ -17,6 +17,12 @@ import sys
 
 CANNOT_RUN = 3
 
+# Commands that live in their own modules: name -> module with ``parser()`` (an ArgumentParser)
+# and ``run(args)`` (returns the exit status). Imported only when asked for, so a Pi without
+# the serving extras can still run the rest.
+MODULE_COMMANDS = {
+}
+
 
 def _common(parser):
     parser.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
@@ -96,8 +102,16 @@ def _doctor():
     return 1 if any(v.level == doctor.BAD for v in verdicts) else 0
 
 
+def _module_command(argv):
+    import importlib
+    module = importlib.import_module(MODULE_COMMANDS[argv[0]])
+    return module.run(module.parser().parse_args(argv[1:]))
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in MODULE_COMMANDS:
+        return _module_command(argv)
     command, args = _parse(argv)
     if command == "doctor":
         return _doctor()
