@@ -1,0 +1,47 @@
+"""Options shared by ``serve-api`` and ``worker``: run folder, upstream (in-process or a chain) and queue."""
+import os
+
+
+def add_common(parser):
+    parser.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
+    parser.add_argument("--chain", default=None,
+                        help="stage servers host:port,host:port,... in stage order (default: run the "
+                             "stages in this process)")
+    parser.add_argument("--devices", default=None, help="per-stage devices for in-process stages (as deploy)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per stage interpreter")
+    parser.add_argument("--queue", default=None,
+                        help="sqlite:PATH (default: sqlite:RUN/serving/jobs.db) or redis://host:port/db")
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="runs of a job whose worker dies before it is marked failed")
+    parser.add_argument("--lease-s", type=float, default=30.0,
+                        help="seconds a worker holds a job without renewing before others may take it")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--chain-timeout-s", type=float, default=10.0, help="deadline of each call to --chain")
+    from deploy.net import tls  # plain Python; grpc is only needed when --chain is used
+    tls.add_arguments(parser)
+
+
+def queue_url(args):
+    return args.queue or "sqlite:" + os.path.join(args.run, "serving", "jobs.db")
+
+
+def upstream_factory(args):
+    """A no-argument callable making a fresh (not yet loaded) upstream, checked enough to fail early."""
+    from deploy.serving.upstream import ChainUpstream, LocalUpstream
+    if args.chain:
+        hosts = [h.strip() for h in args.chain.split(",") if h.strip()]
+        bad = [h for h in hosts if h.rpartition(":")[2].isdigit() is False]
+        if not hosts or bad:
+            raise ValueError(f"--chain {args.chain!r}: give host:port for each stage server, comma-separated")
+        from deploy.net import tls
+        files = tls.from_args(args)
+        return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k)
+    return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k)
+
+
+def parse_listen(text):
+    """("host", port) from host:port (IPv6 as [::1]:8000)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen {text!r}: expected host:port, e.g. 127.0.0.1:8000")
+    return host.strip("[]"), int(port)
