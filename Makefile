@@ -37,11 +37,11 @@ demo: venv
 
 # Real servers and a real browser for the tests: Debian's redis-server and chromium.
 system-packages:
-	@command -v redis-server >/dev/null && command -v chromium >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium >/dev/null)
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium chromium-driver >/dev/null)
 
 test: venv venv-pi system-packages
-	DEPLOY_ONLY_PYTHON=$(abspath $(PI))/bin/python $(BIN)/python -m pytest -q tests
+	STRICT_TESTS=1 DEPLOY_ONLY_PYTHON=$(abspath $(PI))/bin/python $(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) $(PI) runs/demo
