@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_unless_strict
 
 STAGE_PORT = 50071
 
@@ -160,7 +160,7 @@ def stage_servers(hosts, run, stage_count, tmp_path):
 def three_hosts():
     reason = netns_unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_unless_strict(reason)
     with Hosts(3) as hosts:
         yield hosts
     leftover = [n for n in hosts.names if n in _ip("netns", "list").stdout]

@@ -12,7 +12,7 @@ import pytest
 from deploy.serving.app import create_app
 from deploy.serving.queue import QueueError, open_queue
 from deploy.serving.upstream import TEST_DELAY_ENV, LocalUpstream
-from tests.conftest import png_bytes
+from tests.conftest import png_bytes, skip_unless_strict
 from tests.test_serving_api import (
     ServerProcess,
     free_port,
@@ -26,7 +26,7 @@ from tests.test_serving_api import (
 def redis_url():
     """A real redis-server on a free loopback port, nothing saved to disk."""
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis queue is untested")
+        skip_unless_strict("redis-server is not installed (apt-get install redis-server); the Redis queue is untested")
     port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--daemonize", "no"], stdout=subprocess.DEVNULL)
