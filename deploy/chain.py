@@ -10,6 +10,7 @@ import weakref
 
 import numpy as np
 
+from deploy.exits import exit_taken
 from deploy.tensors import numpy_dtype
 
 
@@ -64,7 +65,7 @@ def check_feed(feeds, described, where):
 class StageChain:
     """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
 
-    def __init__(self, stages, output_names=None, input_names=None):
+    def __init__(self, stages, output_names=None, input_names=None, exits=None):
         """Checks that every stage input is a model input or an earlier stage's output.
 
         Args:
@@ -74,7 +75,10 @@ class StageChain:
           input_names: the model's inputs; default: the first stage's inputs.
             A later stage may read a model input directly (e.g. a second input
             that joins the graph late).
+          exits: {stage index: stage manifest entry} of stages ending at an
+            early-exit head (``deploy.exits.stage_exits``); used by ``run_with_exit``.
         """
+        self.exits = dict(exits or {})
         if not stages:
             raise ChainError("the chain has no stages")
         self.stages = list(stages)
@@ -117,3 +121,39 @@ class StageChain:
         if timings is not None:
             timings.append(spent)
         return {t["name"]: values[t["name"]] for t in self.outputs}
+
+    def run_with_exit(self, feeds, exit_threshold=None, timings=None):
+        """Runs stages until an exit head is confident enough (seed 001), skipping the rest.
+
+        Args:
+          exit_threshold: None runs every stage (as ``run``); else the top softmax
+            probability at which a stage's exit is taken.
+          timings: optional list; per-stage seconds are appended, 0.0 for skipped stages.
+        Returns:
+          (outputs, exit_stage): ``run``'s outputs and None when no exit was taken,
+          else ({exit output name: logits array}, index of the stage whose exit was taken).
+        """
+        check_feed(feeds, self.inputs, "chain")
+        values = dict(feeds)
+        spent = [0.0] * len(self.stages)
+        taken = None
+        for k, stage in enumerate(self.stages):
+            start = time.perf_counter()
+            values.update(run_interpreter(stage.interpreter, values))
+            spent[k] = time.perf_counter() - start
+            entry = self.exits.get(stage.index)
+            if entry is not None and k < len(self.stages) - 1:
+                taken = exit_taken(entry, values, exit_threshold)
+                if taken:
+                    break
+        if timings is not None:
+            timings.append(spent)
+        if taken:
+            return {taken: values[taken]}, stage.index
+        return {t["name"]: values[t["name"]] for t in self.outputs}, None
+
+    def exit_output(self, stage_index):
+        """Description (name, scale, zero point, ...) of the exit output of a stage."""
+        name = self.exits[stage_index]["exit"]["output"]
+        stage = next(s for s in self.stages if s.index == stage_index)
+        return next(t for t in stage.outputs if t["name"] == name)

@@ -53,37 +53,56 @@ def logits(chain, pixels, timings=None):
     return dequantize(outputs[first["name"]], first).reshape(-1)
 
 
-def classify(chain, pixels, top_k=3):
-    """Top-k Class(id, score) for one image, scores a softmax over the outputs."""
-    scores = softmax(logits(chain, pixels))
+def logits_with_exit(chain, pixels, exit_threshold=None, timings=None):
+    """(float logits, exit stage index or None) for one image, stopping at a confident exit head."""
+    outputs, exit_stage = chain.run_with_exit(image_feed(chain, pixels), exit_threshold, timings)
+    described = chain.outputs[0] if exit_stage is None else chain.exit_output(exit_stage)
+    return dequantize(outputs[described["name"]], described).reshape(-1), exit_stage
+
+
+def classify(chain, pixels, top_k=3, exit_threshold=None):
+    """Top-k Class(id, score) for one image, scores a softmax over the outputs (or a taken exit's)."""
+    scores = softmax(logits_with_exit(chain, pixels, exit_threshold)[0] if exit_threshold is not None
+                     else logits(chain, pixels))
     order = np.argsort(-scores)[:top_k]
     return [Class(int(i), float(scores[i])) for i in order]
 
 
-def evaluate(chain, images, labels, progress=None):
+def evaluate(chain, images, labels, progress=None, exit_threshold=None):
     """Accuracy and latency of the chain on a labelled set of uint8 images.
 
     Args:
       progress: optional callable(done, total) for a progress display.
+      exit_threshold: take a stage's early exit at this top probability (None: run every stage).
     Returns:
       dict with ``accuracy``, ``samples``, ``predictions`` (array),
       ``latency_ms`` ({"median", "p95"} end to end) and ``stage_latency_ms``
-      (median per stage).
+      (median per stage), ``latencies_ms`` (per sample); with ``exit_threshold``
+      also ``exit_stages`` (per sample, the stage whose exit was taken or None).
     """
     timings, predictions = [], np.empty(len(images), dtype=np.int64)
-    total_times = []
+    total_times, exit_stages = [], []
     for i, pixels in enumerate(images):
         start = time.perf_counter()
-        predictions[i] = int(np.argmax(logits(chain, pixels, timings)))
+        if exit_threshold is None:
+            predictions[i] = int(np.argmax(logits(chain, pixels, timings)))
+        else:
+            values, exit_stage = logits_with_exit(chain, pixels, exit_threshold, timings)
+            predictions[i] = int(np.argmax(values))
+            exit_stages.append(exit_stage)
         total_times.append(time.perf_counter() - start)
         if progress:
             progress(i + 1, len(images))
     per_stage = np.asarray(timings) * 1000.0
     total = np.asarray(total_times) * 1000.0
-    return {
+    result = {
         "accuracy": float(np.mean(predictions == np.asarray(labels))),
         "samples": len(images),
         "predictions": predictions,
         "latency_ms": {"median": float(np.median(total)), "p95": float(np.percentile(total, 95))},
         "stage_latency_ms": [float(v) for v in np.median(per_stage, axis=0)],
+        "latencies_ms": total.tolist(),
     }
+    if exit_threshold is not None:  # per sample: the stage whose exit was taken, None for the full chain
+        result.update(exit_threshold=exit_threshold, exit_stages=exit_stages)
+    return result

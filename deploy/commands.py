@@ -8,6 +8,7 @@ from datasets import InputSpec, load_image
 from deploy import bench
 from deploy.chain import StageChain
 from deploy.classify import classify, evaluate
+from deploy.exits import exit_shares, stage_exits
 from deploy.progress import printer
 from deploy.runtime import load_runtime
 from deploy.stages import StageError, load_stages
@@ -26,7 +27,8 @@ def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True)
     outputs = [t["name"] for t in split.get("model_outputs", [])]
     inputs = [t["name"] for t in split.get("model_inputs", [])]
     available = {t["name"] for s in stages for t in s.outputs}
-    chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None)
+    chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None,
+                       stage_exits(manifest))
     return manifest, chain
 
 
@@ -47,7 +49,7 @@ def input_spec(manifest, chain):
 
 
 def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devices=None, num_threads=None,
-                    xnnpack=True):
+                    xnnpack=True, exit_threshold=None):
     """Top-k classes for each image file; returns [(path, [Class])]."""
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     for line in describe_placement(chain):
@@ -56,7 +58,7 @@ def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devic
     names = (manifest.get("dataset") or {}).get("class_names")
     results = []
     for path in images:
-        classes = classify(chain, load_image(path, spec, resize=resize, convert=convert), top_k)
+        classes = classify(chain, load_image(path, spec, resize=resize, convert=convert), top_k, exit_threshold)
         label = ", ".join(f"{names[c.id] if names and c.id < len(names) else c.id} ({c.score:.3f})"
                           for c in classes)
         print(f"{path}: {label}")
@@ -72,7 +74,7 @@ def load_test_set(run_dir, manifest):
         return data["images"], data["labels"]
 
 
-def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True):
+def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True, exit_threshold=None):
     """Accuracy and latency of the stage chain on the held-out test split; recorded in the manifest."""
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     images, labels = load_test_set(run_dir, manifest)
@@ -80,8 +82,9 @@ def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=Tr
         images, labels = images[:limit], labels[:limit]
     for line in describe_placement(chain):
         print(line)
-    result = evaluate(chain, images, labels, printer("chain on test split"))
-    manifest.setdefault("accuracy", {})["chain"] = result["accuracy"]
+    result = evaluate(chain, images, labels, printer("chain on test split"), exit_threshold)
+    if exit_threshold is None:  # the chain's own accuracy; early-exit results stay in deploy.eval
+        manifest.setdefault("accuracy", {})["chain"] = result["accuracy"]
     deploy = manifest.setdefault("deploy", {})
     runtime = load_runtime()
     deploy["eval"] = {
@@ -90,6 +93,9 @@ def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=Tr
         "stages": [{"index": s.index, "placement": s.placement, "reason": s.reason, "file": s.path,
                     "latency_ms_median": ms} for s, ms in zip(chain.stages, result["stage_latency_ms"])],
     }
+    if exit_threshold is not None:
+        deploy["eval"].update(exit_threshold=exit_threshold, exit_share=exit_shares(chain, result["exit_stages"]))
+        print(f"early exit at top probability >= {exit_threshold}: share per exit {deploy['eval']['exit_share']}")
     runfolder.save(run_dir, manifest)
     print(f"chain accuracy on {result['samples']} test samples: {result['accuracy']:.4f}; "
           f"latency median {result['latency_ms']['median']:.3f} ms, p95 {result['latency_ms']['p95']:.3f} ms")

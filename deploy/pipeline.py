@@ -29,18 +29,22 @@ import time
 import numpy as np
 
 from deploy.chain import StageChain, check_feed, run_interpreter
+from deploy.exits import exit_taken
 from deploy.waitqueue import CLOSED, PipelineClosed, WaitQueue
 
 __all__ = ["PipelineClosed", "PipelinedRunner", "RequestFailed", "Result"]
 
-Result = collections.namedtuple("Result", "request_id outputs stage_seconds latency_seconds error")
+Result = collections.namedtuple("Result", "request_id outputs stage_seconds latency_seconds error exit_stage",
+                                defaults=(None,))
 Result.__doc__ = """One request's outcome.
 
 request_id: the caller's id (or the counter value given by ``push``);
 outputs: {output name: array}, None when a stage failed;
 stage_seconds: seconds each stage spent on it (stages after a failure are absent);
 latency_seconds: from ``push`` to the end of the last stage;
-error: None, or the RequestFailed for this request."""
+error: None, or the RequestFailed for this request;
+exit_stage: with ``exit_threshold``, the stage whose early exit was taken (outputs: {its exit
+  output: logits}; later stages pass the request on without running), else None."""
 
 _END = object()   # end of stream, travels through every queue behind the last request
 
@@ -57,18 +61,18 @@ class RequestFailed(RuntimeError):
 
 
 class _Item:
-    __slots__ = ("done", "failure", "pushed", "request_id", "seconds", "values")
+    __slots__ = ("done", "exit_stage", "failure", "pushed", "request_id", "seconds", "values")
 
     def __init__(self, request_id, values, pushed):
         self.request_id, self.values, self.pushed = request_id, values, pushed
-        self.failure, self.seconds, self.done = None, [], None
+        self.failure, self.seconds, self.done, self.exit_stage = None, [], None, None
 
 
 class PipelinedRunner:
     """The stages of a ``StageChain``, each on its own thread."""
 
     def __init__(self, chain, queue_size=2, input_queue_size=None, output_queue_size=None,
-                 run_stage=None):
+                 run_stage=None, exit_threshold=None):
         """Starts one worker per stage.
 
         Args:
@@ -82,7 +86,10 @@ class PipelinedRunner:
             ``stream``.
           run_stage: callable(stage, values) -> {name: array}; default: set the
             stage interpreter's inputs by name, invoke, read its outputs.
+          exit_threshold: take a stage's early exit (``chain.exits``) at this top
+            probability, as ``StageChain.run_with_exit`` does (None: never).
         """
+        self.exit_threshold = exit_threshold
         self.chain = chain if isinstance(chain, StageChain) else StageChain(chain)
         stages = self.chain.stages
         sizes = [queue_size if input_queue_size is None else input_queue_size]
@@ -199,6 +206,8 @@ class PipelinedRunner:
             error = RequestFailed(item.request_id, stage, exc)
             error.__cause__ = exc
             return Result(item.request_id, None, item.seconds, item.done - item.pushed, error)
+        if item.exit_stage is not None:
+            return Result(item.request_id, item.values, item.seconds, item.done - item.pushed, None, item.exit_stage)
         outputs = {name: item.values[name] for name in self._output_names}
         return Result(item.request_id, outputs, item.seconds, item.done - item.pushed, None)
 
@@ -290,18 +299,29 @@ class PipelinedRunner:
             needed |= {t["name"] for t in stage.inputs}
         return keep[::-1]
 
+    def _exit_taken(self, k, values):
+        """The exit output name when stage k (not the last) ends at a confident exit head, else None."""
+        entry = getattr(self.chain, "exits", {}).get(self.chain.stages[k].index)
+        if entry is None or self.exit_threshold is None or k == len(self.chain.stages) - 1:
+            return None
+        return exit_taken(entry, values, self.exit_threshold)
+
     def _work(self, k):
         stage, source, sink, keep = self.chain.stages[k], self._queues[k], self._queues[k + 1], self._keep[k]
         while True:
             item = source.get()
             if item is CLOSED:
                 return
-            if item is not _END and item.failure is None:
+            if item is not _END and item.failure is None and item.exit_stage is None:
                 start = time.perf_counter()
                 try:
                     produced = self._run_stage(stage, item.values)
                     values = {**item.values, **produced}
-                    item.values = {name: v for name, v in values.items() if name in keep}
+                    taken = self._exit_taken(k, values)
+                    if taken:
+                        item.values, item.exit_stage = {taken: values[taken]}, stage.index
+                    else:
+                        item.values = {name: v for name, v in values.items() if name in keep}
                 except Exception as exc:  # noqa: BLE001  (this request fails; the worker goes on)
                     item.failure, item.values = (stage.index, exc), None
                     if self.first_failure is None:

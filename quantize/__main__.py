@@ -3,6 +3,7 @@
   python -m quantize --run runs/demo --stages 3
   python -m quantize --run runs/demo --cut-after after_block1,after_block2
   python -m quantize --run runs/demo --stages 3 --balance latency
+  python -m quantize --run runs/demo --qat --qat-epochs 3
   python -m quantize split MODEL.tflite --stages 3 --balance params --out DIR
   python -m quantize split MODEL.tflite --cut-after TENSOR_OR_LAYER,... --out DIR
   python -m quantize plan MODEL.tflite --stages 4 [--balance latency]
@@ -119,8 +120,16 @@ def main(argv=None):
     parser.add_argument("--io-type", choices=["uint8", "int8"], default="uint8",
                         help="type of the model's input and output (default uint8)")
     parser.add_argument("--samples", type=int, default=300, help="representative samples for calibration")
-    parser.add_argument("--threshold", type=float, default=1.0,
-                        help="warn loudly when int8 loses more accuracy than this, in percentage points")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="warn loudly when int8 loses more accuracy than this, in percentage points, "
+                             "and then run quantization-aware training (unless --no-auto-qat)")
+    parser.add_argument("--qat", action="store_true",
+                        help="always fine-tune a quantization-aware copy (tensorflow-model-optimization) and "
+                             "keep whichever int8 model, PTQ or QAT, is more accurate on the validation split")
+    parser.add_argument("--no-auto-qat", dest="auto_qat", action="store_false",
+                        help="never start quantization-aware training on its own when PTQ loses too much")
+    parser.add_argument("--qat-epochs", type=int, default=3, metavar="N",
+                        help="epochs of quantization-aware training (default 3)")
     args = parser.parse_args(argv)
     import datasets
     import runfolder
@@ -130,7 +139,8 @@ def main(argv=None):
     try:
         default = None if args.cut_after or args.isolate_unsupported else 3
         quantize_run(args.run, args.stages or default, args.cut_after,
-                     args.io_type, args.samples, args.threshold, **_plan_options(args))
+                     args.io_type, args.samples, args.threshold, qat=args.qat, auto_qat=args.auto_qat,
+                     qat_epochs=args.qat_epochs, **_plan_options(args))
     except (GraphError, QuantizeError, runfolder.ManifestError, datasets.DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

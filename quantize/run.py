@@ -6,24 +6,31 @@ import datasets
 import runfolder
 from deploy.classify import evaluate, whole_model_chain
 from deploy.commands import load_test_set
+from deploy.exits import output_accuracies
 from deploy.progress import printer
 from quantize.edgetpu_check import describe_changes, lower_op_versions
+from quantize.exit_heads import prepare_exit_model
 from quantize.ptq import convert_int8
+from quantize.qat import check_epochs, choose_int8
 from quantize.stages import write_stages
 from training.keras_setup import keras
 
 
-def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=1.0,
-                 **plan_options):
+def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
+                 qat=False, auto_qat=True, qat_epochs=3, **plan_options):
     """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
 
     Args:
-      threshold: percentage points of accuracy the int8 model may lose before a loud warning.
+      threshold: percentage points of accuracy the int8 model may lose before a loud warning
+        (and before quantization-aware training starts, with ``auto_qat``).
+      qat, auto_qat, qat_epochs: run QAT always / when PTQ loses more than ``threshold``, for this
+        many epochs; the int8 model more accurate on the validation split is kept (quantize.qat).
       plan_options: how to cut (balance, profile, runs, threads, single_tensor; see
         quantize.stages.plan_split).
     Returns:
       The updated manifest.
     """
+    check_epochs(qat_epochs)
     manifest = runfolder.load(run_dir)
     section = runfolder.require(manifest, "dataset", run_dir, "quantize")
     training = runfolder.require(manifest, "training", run_dir, "quantize")
@@ -35,36 +42,54 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     print(f"loading {model_path} and the {section['name']} training split for calibration")
     model = keras.models.load_model(model_path)
     data = datasets.load_dataset(section["name"], **section["options"])
-    representative = datasets.representative_samples(data, datasets.load_splits(splits_path), samples)
+    splits = datasets.load_splits(splits_path)
+    representative = datasets.representative_samples(data, splits, samples)
     print(f"converting to full int8 ({io_type} input/output) with {len(representative)} calibration samples")
     int8_path = pathlib.Path(run_dir) / "model_int8.tflite"
-    int8_bytes, rewrites = convert_int8(model, representative, io_type), []
-    if not plan_options.get("keep_op_versions"):
-        int8_bytes, rewrites = lower_op_versions(int8_bytes)
-        for line in describe_changes(rewrites):
-            print("lowered for edgetpu_compiler 16.0: " + line)
+    exits = training.get("exits") or []
+
+    def finish(int8_bytes):
+        """Exit-head order and op-version lowering, the same for the PTQ and the QAT model."""
+        rewrites = []
+        if exits:  # outputs in Keras order and names, each exit head right after its boundary
+            int8_bytes = prepare_exit_model(int8_bytes, list(model.output_names))
+        if not plan_options.get("keep_op_versions"):
+            int8_bytes, rewrites = lower_op_versions(int8_bytes)
+            for line in describe_changes(rewrites):
+                print("lowered for edgetpu_compiler 16.0: " + line)
+        return int8_bytes, rewrites
+
+    int8_bytes, rewrites = finish(convert_int8(model, representative, io_type))
     int8_path.write_bytes(int8_bytes)
     images, labels = load_test_set(run_dir, manifest)
     result = evaluate(whole_model_chain(int8_path), images, labels, printer("int8 accuracy"))
+    result, chosen = choose_int8(
+        run_dir, int8_path, result, manifest.get("accuracy", {}).get("float", result["accuracy"]), model=model,
+        data=data, splits=splits, representative=representative, io_type=io_type, finish=finish, images=images,
+        labels=labels, asked=qat, auto=auto_qat, threshold=threshold, epochs=qat_epochs, training=training)
+    rewrites = chosen.pop("op_version_rewrites", rewrites)
     accuracy = manifest.setdefault("accuracy", {})
     accuracy["int8"] = result["accuracy"]
+    accuracy.update(chosen.pop("accuracy"))
     accuracy.pop("chain", None)
+    if exits:
+        accuracy["exits"] = output_accuracies(whole_model_chain(int8_path), images, labels, exits)
     drop = 100.0 * (accuracy.get("float", result["accuracy"]) - result["accuracy"])
     print(f"accuracy on {len(labels)} test samples: float {accuracy.get('float', float('nan')):.4f}, "
           f"int8 {result['accuracy']:.4f} (drop {drop:+.2f} points)")
     if drop > threshold:
         print(f"WARNING: int8 quantization lost {drop:.2f} percentage points (threshold {threshold}); "
-              "try more calibration samples (--samples) or quantization-aware training", file=sys.stderr)
+              "try more calibration samples (--samples) or quantization-aware training (--qat)", file=sys.stderr)
     manifest["quantization"] = {
         "int8_model": runfolder.file_record(run_dir, int8_path), "io_type": io_type,
-        "method": "ptq", "representative_samples": len(representative),
+        "representative_samples": len(representative),
         "accuracy_drop_points": drop, "threshold_points": threshold, "warned": drop > threshold,
-        "op_version_rewrites": rewrites,
+        "op_version_rewrites": rewrites, **chosen,
     }
     for later in ("compile", "deploy"):
         manifest.pop(later, None)
     print(f"splitting {int8_path.name} into stages")
     manifest["split"], manifest["stages"] = write_stages(
-        run_dir, int8_path, stages, cut_after or None, **plan_options)
+        run_dir, int8_path, stages, cut_after or None, exits=exits or None, **plan_options)
     runfolder.save(run_dir, manifest)
     return manifest

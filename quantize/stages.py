@@ -9,6 +9,7 @@ from quantize.edgetpu_check import (
     preflight_stages,
     supported_ops,
 )
+from quantize.exit_heads import exit_cut_positions
 from quantize.graph import GraphError, read_graph
 from quantize.partition import (
     OBJECTIVES,
@@ -44,28 +45,39 @@ def check_full_int8(graph):
 
 
 def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
-               single_tensor=False, isolate_unsupported=False, xnnpack=True, progress=print):
+               single_tensor=False, isolate_unsupported=False, xnnpack=True, progress=print, exits=None):
     """The Plan for ``--cut-after`` names, or the optimal one for ``--stages`` and ``--balance``.
 
     Profiles each op's CPU latency with the real interpreter when the
     objective is latency or ``profile`` is set (for the plan's latency column).
     With ``isolate_unsupported`` every run of ops the Edge TPU cannot run gets
     its own CPU stage (``stages`` None: as few stages as that takes).
+    With ``exits`` (see ``quantize.exit_heads.exit_cut_positions``) the cuts
+    are right after each exit head, plus those ``cut_after`` names.
     Raises:
       GraphError: the model is not full-int8 or cannot be cut as asked.
     """
     check_full_int8(graph)
     if balance not in OBJECTIVES:
         raise GraphError(f"unknown --balance '{balance}'; choose one of {', '.join(OBJECTIVES)}")
+    if exits and isolate_unsupported:
+        raise GraphError("--isolate-unsupported chooses its own cuts and an early-exit model is cut at its "
+                         "exits; drop --isolate-unsupported")
     if cut_after and isolate_unsupported:
         raise GraphError("--isolate-unsupported chooses its own cuts; drop --cut-after or it")
-    if not cut_after and not isolate_unsupported:
+    if not cut_after and not isolate_unsupported and not exits:
         check_stage_count(graph, stages or 1)
     latencies = None
     if balance == "latency" and not cut_after or profile:
         kernels = "XNNPACK" if xnnpack else "built-in"
         progress(f"profiling {len(graph.ops)} ops on the CPU ({runs} rounds, {threads} thread(s), {kernels} kernels)")
         latencies = op_latencies(graph, runs=runs, num_threads=threads, xnnpack=xnnpack)
+    if exits:
+        cuts = sorted(set(exit_cut_positions(graph, exits)) | set(cut_positions_after(graph, cut_after or [])))
+        if stages and stages != len(cuts) + 1:
+            progress(f"note: the model has {len(exits)} early exit(s); cutting at them gives {len(cuts) + 1} "
+                     f"stages (--stages {stages} ignored; add cuts with --cut-after)")
+        return cut_after_plan(graph, cuts, latencies)
     if cut_after:
         return cut_after_plan(graph, cut_positions_after(graph, cut_after), latencies)
     if isolate_unsupported:
@@ -79,14 +91,16 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
 
 
 def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, keep_op_versions=False,
-                 **plan_options):
+                 exits=None, **plan_options):
     """Splits ``model_path`` and writes ``stages/stage_K.tflite`` into ``run_dir``.
 
     Op versions compiler 16.0 would refuse are lowered in the stage files where
     the kernels provably compute the same (unless ``keep_op_versions``), and
     each stage gets the pre-flight prediction of where its ops will run.
     ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads, xnnpack,
-    single_tensor, isolate_unsupported).
+    single_tensor, isolate_unsupported). ``exits`` ([{name, boundary, output}]
+    of the training manifest) cut after each exit head; the stage ending there
+    gets an ``exit`` entry naming the head's logits output.
     Returns:
       (split section, stages list) for the manifest.
     Raises:
@@ -99,7 +113,7 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
         for line in describe_changes(changes):
             progress("  lowered for edgetpu_compiler 16.0: " + line)
     graph = read_graph(data)
-    plan = plan_split(graph, stages, cut_after, progress=progress, **plan_options)
+    plan = plan_split(graph, stages, cut_after, progress=progress, exits=exits, **plan_options)
     parts = split_model(graph, plan.cuts)
     out = pathlib.Path(run_dir) / "stages"
     if out.exists():
@@ -118,13 +132,14 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
             "target": plan.targets[k] if plan.targets else None,
         })
+    _mark_exits(graph, entries, exits or [])
     for line in format_plan(plan):
         progress("  " + line)
     preflight_stages(run_dir, entries, progress)
     split = {
         "source": runfolder.file_record(run_dir, model_path) if _inside(run_dir, model_path)
         else {"path": str(pathlib.Path(model_path).resolve()), "sha256": runfolder.sha256_of(model_path)},
-        "method": "cut-after" if cut_after else plan.objective if plan.targets else f"balanced-{plan.objective}",
+        "method": "exits" if exits else "cut-after" if cut_after else plan.objective if plan.targets else f"balanced-{plan.objective}",
         "op_version_rewrites": changes,
         "cut_after": list(cut_after or []), "cut_positions": plan.cuts,
         "crossing": [names for names, _ in plan.crossing],
@@ -135,6 +150,13 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
         "model_outputs": [describe_tensor(graph, t) for t in graph.outputs],
     }
     return split, entries
+
+
+def _mark_exits(graph, entries, exits):
+    """Adds ``exit`` {output, boundary, head} to the stage that ends right after each exit head."""
+    for entry, cut in zip(exits, exit_cut_positions(graph, exits) if exits else []):
+        stage = next(s for s in entries if s["op_range"][1] == cut)
+        stage["exit"] = {"output": entry["output"], "boundary": entry["boundary"], "head": entry["name"]}
 
 
 def _inside(run_dir, path):

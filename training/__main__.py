@@ -3,6 +3,7 @@
   python -m training --dataset digits --model splitnet --epochs 8 --run runs/demo
   python -m training --run runs/demo --epochs 12 --resume
   python -m training --dataset shapes --data-option size=32 --model rgbnet --run runs/shapes
+  python -m training --run runs/exits --exits after_block1,after_block2   (early-exit heads, seed 001)
 """
 import argparse
 import json
@@ -19,6 +20,10 @@ def _option(text):
         return key, value
 
 
+def _names(text):
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,17 +37,24 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=3, help="early stopping patience on val_loss")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    parser.add_argument("--exits", type=_names, default=[], metavar="B1,B2",
+                        help="add early-exit heads at these boundaries (e.g. after_block1,after_block2)")
+    parser.add_argument("--exit-weight", type=float, default=0.3,
+                        help="loss weight of each exit head (main head: 1); default 0.3")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     args = parser.parse_args(argv)
-    from training.train import train  # imports TensorFlow: after --help
     import datasets
     import runfolder
     from training.models import ModelError
-    from training.train import TrainingError
+    from training.train import (
+        TrainingError,
+        train,  # imports TensorFlow: after --help
+    )
     try:
         train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
-              args.learning_rate, args.patience, args.seed, args.resume, args.overwrite)
+              args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
+              exits=args.exits, exit_weight=args.exit_weight)
     except (TrainingError, ModelError, datasets.DatasetError, runfolder.ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
-__all__ = ["tf", "keras"]
+__all__ = ["keras", "tf"]

@@ -71,6 +71,48 @@ def rgbnet(input_shape=(32, 32, 3), classes=4):
 
 MODELS = {"splitnet": splitnet, "rgbnet": rgbnet}
 
+MAIN_OUTPUT = "logits"
+
+
+def exit_output_name(boundary):
+    """The Keras output (and layer) name of the exit head at ``boundary``."""
+    return f"exit_{boundary}"
+
+
+def check_exits(model_name, exits):
+    """Raises ModelError unless every exit names a boundary of the model, each once, in graph order."""
+    boundaries = BOUNDARIES.get(model_name, [])
+    unknown = [e for e in exits if e not in boundaries]
+    if unknown:
+        raise ModelError(f"--exits {','.join(unknown)}: not a boundary of {model_name}; choose from "
+                         f"{', '.join(boundaries) or 'none (this model has no boundaries)'}")
+    if len(set(exits)) != len(exits):
+        raise ModelError(f"--exits lists a boundary twice: {','.join(exits)}")
+    if list(exits) != sorted(exits, key=boundaries.index):
+        raise ModelError(f"--exits {','.join(exits)} are not in graph order; list them as in "
+                         f"{', '.join(boundaries)}")
+
+
+def add_exits(model, exits, classes):
+    """The same network with a small classifier head at each named boundary, as extra outputs.
+
+    A head averages the boundary's feature map down to a 2x2 grid, then a
+    dense layer maps it to logits (the seed's "pool" exit; a global average
+    loses where strokes are, which early features need). It is cheap, runs
+    on the stage that ends at the boundary, and uses Edge TPU ops only. The
+    result stays a plain functional model (main output first) so tfmot can
+    clone it for quantization-aware training.
+    """
+    outputs = [model.output]
+    for boundary in exits:
+        x = model.get_layer(boundary).output
+        name = exit_output_name(boundary)
+        pool = (max(1, x.shape[1] // 2), max(1, x.shape[2] // 2))
+        x = layers.AveragePooling2D(pool, name=f"{name}_pool")(x)
+        x = layers.Flatten(name=f"{name}_flatten")(x)
+        outputs.append(layers.Dense(classes, name=name)(x))
+    return keras.Model(model.input, outputs, name=model.name)
+
 
 def check_model_name(name):
     """Raises ModelError for a name that is not a registered model."""
@@ -78,7 +120,11 @@ def check_model_name(name):
         raise ModelError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
 
 
-def build_model(name, input_shape, classes):
-    """Builds a registered model for the data's input shape and class count."""
+def build_model(name, input_shape, classes, exits=()):
+    """Builds a registered model for the data's input shape and class count, with exit heads if asked."""
     check_model_name(name)
-    return MODELS[name](tuple(input_shape), classes)
+    model = MODELS[name](tuple(input_shape), classes)
+    if exits:
+        check_exits(name, exits)
+        model = add_exits(model, exits, classes)
+    return model

@@ -86,14 +86,44 @@ def _dataset_section(run_dir, data, splits, split_seed):
         "input_spec": data.input_spec.to_dict(), "class_names": list(data.class_names),
         "splits": runfolder.file_record(run_dir, data_dir / "splits.npz"),
         "test_set": runfolder.file_record(run_dir, data_dir / "test_set.npz"),
-        "counts": {k: int(len(v)) for k, v in splits.items()},
+        "counts": {k: len(v) for k, v in splits.items()},
     }
+
+
+def _exit_entries(exits):
+    """Manifest entries of the exit heads: name, boundary, Keras output name."""
+    return [{"name": models.exit_output_name(b), "boundary": b, "output": models.exit_output_name(b)}
+            for b in exits]
+
+
+def _compile(model, learning_rate, exits, exit_weight):
+    """Adam on sparse cross-entropy of logits; with exits, one loss per head (main head weight 1)."""
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if not exits:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+        return
+    names = [models.MAIN_OUTPUT] + [models.exit_output_name(b) for b in exits]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={n: loss for n in names},
+                  loss_weights={n: 1.0 if n == models.MAIN_OUTPUT else exit_weight for n in names},
+                  metrics={n: ["accuracy"] for n in names})
+
+
+def _with_main_aliases(history):
+    """With exits Keras prefixes the main head's metrics with its name; plain names are kept too."""
+    for prefix in ("", "val_"):
+        main = history.get(f"{prefix}{models.MAIN_OUTPUT}_accuracy")
+        if main is not None and f"{prefix}accuracy" not in history:
+            history[f"{prefix}accuracy"] = main
+    return history
 
 
 def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet", epochs=8,
           batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
-          verbose=None):
+          verbose=None, exits=(), exit_weight=0.3):
     """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
+
+    ``exits`` names boundaries that get an early-exit head, trained jointly with
+    the main head (loss weight 1) at ``exit_weight`` each (seed 001).
 
     Raises:
       TrainingError, datasets.DatasetError, models.ModelError: with what to change.
@@ -107,7 +137,14 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         section = manifest["dataset"]
         dataset, dataset_options = section["name"], section["options"]
         model_name, seed = manifest["training"]["model"], section["split_seed"]
+        exits = [e["boundary"] for e in manifest["training"].get("exits", [])]
+        exit_weight = manifest["training"].get("exit_loss_weight", exit_weight)
     models.check_model_name(model_name)  # before the run folder is touched
+    exits = list(exits or [])
+    if exits:
+        models.check_exits(model_name, exits)
+        if not exit_weight > 0:
+            raise TrainingError(f"--exit-weight must be above 0, got {exit_weight}")
     data = datasets.load_dataset(dataset, **(dataset_options or {}))
     prepare_run_folder(run_dir, resume, overwrite)
     keras.utils.set_random_seed(seed)
@@ -119,6 +156,8 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
         # Saved before fitting, so an interrupted run can be resumed with the same data and model.
         manifest["training"] = {"model": model_name, "status": "running"}
+        if exits:
+            manifest["training"].update(exits=_exit_entries(exits), exit_loss_weight=exit_weight)
         runfolder.save(run_dir, manifest)
     x = {k: datasets.to_model_input(data.images[idx]) for k, idx in splits.items()}
     y = {k: data.labels[idx] for k, idx in splits.items()}
@@ -127,10 +166,10 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         print(f"resuming from {checkpoint} (epoch {start_epoch})")
         model = keras.models.load_model(checkpoint)
     else:
-        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names), exits)
+        _compile(model, learning_rate, exits, exit_weight)
+    if exits:  # one label array per output, main head first
+        y = {k: [v] * (1 + len(exits)) for k, v in y.items()}
     ckpt_dir = pathlib.Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     history_csv = os.path.join(run_dir, "history.csv")
@@ -146,10 +185,11 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         print(f"already trained {start_epoch} epochs (asked for {epochs}); nothing to do")
     model_path = pathlib.Path(run_dir) / "model.keras"
     model.save(model_path)
-    history = _read_history(history_csv)
+    history = _with_main_aliases(_read_history(history_csv))
     (pathlib.Path(run_dir) / "history.json").write_text(json.dumps(history, indent=1))
     plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}")
-    _, test_accuracy = model.evaluate(x["test"], y["test"], verbose=0)
+    scores = model.evaluate(x["test"], y["test"], verbose=0, return_dict=True)
+    test_accuracy = scores[f"{models.MAIN_OUTPUT}_accuracy" if exits else "accuracy"]
     manifest["training"] = {
         "model": model_name, "status": "done", "keras_flavour": f"tf_keras {keras.__version__}",
         "tensorflow": tf.__version__, "keras_model": runfolder.file_record(run_dir, model_path),
@@ -157,9 +197,17 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
         "history": "history.json", "plot": "history.png",
     }
+    if exits:
+        manifest["training"]["exit_loss_weight"] = exit_weight
+        manifest["training"]["exits"] = [
+            {**entry, "test_accuracy": float(scores[f"{entry['output']}_accuracy"]),
+             "val_accuracy": history.get(f"val_{entry['output']}_accuracy", [None])[-1]}
+            for entry in _exit_entries(exits)]
     for later in ("quantization", "split", "stages", "compile", "deploy"):
         manifest.pop(later, None)  # a new model makes later steps' results stale
     manifest["accuracy"] = {"float": float(test_accuracy)}
     runfolder.save(run_dir, manifest)
-    print(f"float accuracy on {len(y['test'])} held-out test samples: {test_accuracy:.4f}")
+    print(f"float accuracy on {len(data.labels[splits['test']])} held-out test samples: {test_accuracy:.4f}")
+    for entry in manifest["training"].get("exits", []):
+        print(f"  exit at {entry['boundary']} alone: {entry['test_accuracy']:.4f}")
     return manifest
