@@ -21,6 +21,14 @@ CANNOT_RUN = 3
 # and ``run(args)`` (returns the exit status). Imported only when asked for, so a Pi without
 # the serving extras can still run the rest.
 MODULE_COMMANDS = {
+    "serve-stage": "deploy.net.serve_command",
+    "chain": "deploy.net.chain_command",
+    "launch": "deploy.net.launch_command",
+    "serve-api": "deploy.serving.serve_command",
+    "worker": "deploy.serving.worker_command",
+    "report": "deploy.report",
+    "k8s": "deploy.k8s_command",
+    "exits": "deploy.exits_command",
 }
 
 
@@ -86,6 +94,8 @@ def _parse(argv):
     parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     parser.add_argument("--convert", action="store_true", help="convert images to the model's colour mode")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
+    parser.add_argument("--exit-threshold", type=float, default=None, metavar="P",
+                        help="stop at the first early exit whose top softmax probability reaches P")
     return "run", parser.parse_args(argv)
 
 
@@ -134,10 +144,11 @@ def main(argv=None):
             commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
                                args.queue_size, args.plot)
         elif args.eval:
-            commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack)
+            commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack,
+                                  args.exit_threshold)
         else:
             commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert, args.devices,
-                                     args.threads, args.xnnpack)
+                                     args.threads, args.xnnpack, args.exit_threshold)
     except commands.CannotRun as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return CANNOT_RUN

@@ -1,0 +1,100 @@
+"""python -m deploy chain: run inputs through stage servers, as ``python -m deploy`` does in-process.
+
+  python -m deploy chain --hosts 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051 --run runs/demo --eval
+  python -m deploy chain --hosts 127.0.0.1:50051 --run runs/demo --image digit.png --resize
+
+The run folder gives the input size, the test split and the class names; the
+stages themselves run on the servers. Latency is measured end to end through
+the network chain.
+"""
+import argparse
+import sys
+import time
+
+
+class RemoteChain:
+    """What deploy.classify needs from a chain (inputs, outputs, run) over a ChainClient."""
+
+    def __init__(self, client, manifest):
+        from deploy.net import plan
+        plans = plan.chain_plans(manifest)
+        self.client, self.inputs, self.outputs = client, list(plans[0].receives), list(plans[0].returns)
+
+    def run(self, feeds, timings=None):
+        start = time.perf_counter()
+        outputs = self.client.run(feeds)
+        if timings is not None:
+            timings.append([time.perf_counter() - start])
+        return outputs
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m deploy chain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hosts", required=True, help="HOST:PORT of the first stage, or of every stage, comma separated")
+    p.add_argument("--run", required=True, help="the run folder the servers were started with")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", nargs="+", help="image files to classify")
+    what.add_argument("--eval", action="store_true", help="accuracy and latency on the held-out test split")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    p.add_argument("--convert", action="store_true", help="convert images to the model's colour mode")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each request in seconds (default 10)")
+    from deploy.net import tls
+    tls.add_arguments(p)
+    return p
+
+
+def run(args):
+    try:
+        from deploy.net import client, tls
+    except ImportError as exc:
+        print(f"cannot run: the chain client needs grpcio ({exc}); pip install 'coral-stages[serve]'",
+              file=sys.stderr)
+        return 3
+    import runfolder
+    from datasets import ImageError
+    try:
+        manifest = runfolder.load(args.run)
+        with client.ChainClient(args.hosts, tls.from_args(args), args.timeout) as remote:
+            chain = RemoteChain(remote, manifest)
+            for address, state in remote.health().items():
+                print(f"{address}: {state}")
+            if args.eval:
+                _evaluate(args, manifest, chain)
+            else:
+                _classify(args, manifest, chain)
+    except client.ChainCallError as exc:
+        print(f"error: the chain failed: {exc}", file=sys.stderr)
+        return 2
+    except (runfolder.ManifestError, ImageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _evaluate(args, manifest, chain):
+    from deploy.classify import evaluate
+    from deploy.commands import load_test_set
+    from deploy.progress import printer
+    images, labels = load_test_set(args.run, manifest)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    result = evaluate(chain, images, labels, printer("network chain on test split"))
+    print(f"chain accuracy on {result['samples']} test samples: {result['accuracy']:.4f}; "
+          f"latency median {result['latency_ms']['median']:.3f} ms, p95 {result['latency_ms']['p95']:.3f} ms "
+          f"(through {args.hosts})")
+
+
+def _classify(args, manifest, chain):
+    from datasets import load_image
+    from deploy.classify import classify
+    from deploy.commands import input_spec
+    spec = input_spec(manifest, chain)
+    names = (manifest.get("dataset") or {}).get("class_names")
+    for path in args.image:
+        classes = classify(chain, load_image(path, spec, resize=args.resize, convert=args.convert), args.top_k)
+        label = ", ".join(f"{names[c.id] if names and c.id < len(names) else c.id} ({c.score:.3f})"
+                          for c in classes)
+        print(f"{path}: {label}")

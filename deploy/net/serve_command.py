@@ -1,0 +1,82 @@
+"""python -m deploy serve-stage: serve one stage of a run folder over gRPC until SIGTERM or Ctrl-C.
+
+  python -m deploy serve-stage --run runs/demo --stage 0 --listen 127.0.0.1:50051 --next 127.0.0.1:50052
+  python -m deploy serve-stage --run runs/demo --stage 2 --listen 0.0.0.0:50053 \\
+      --tls-cert stage2.pem --tls-key stage2.key --tls-ca ca.pem
+
+On SIGTERM the health service turns NOT_SERVING at once, requests keep being
+served for --drain-seconds (so load balancers and readiness probes notice),
+then requests in flight get --grace-seconds to finish.
+"""
+import argparse
+import signal
+import sys
+import threading
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m deploy serve-stage", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder (quantize, optionally compile)")
+    p.add_argument("--stage", type=int, required=True, help="index of the stage to serve")
+    p.add_argument("--listen", default="127.0.0.1:50051",
+                   help="HOST:PORT to bind (default 127.0.0.1:50051; 0.0.0.0 to accept other machines)")
+    p.add_argument("--next", default=None, help="HOST:PORT of the next stage's server (not for the last stage)")
+    p.add_argument("--max-in-flight", type=int, default=32,
+                   help="requests held at once; more are refused with RESOURCE_EXHAUSTED (default 32)")
+    p.add_argument("--exit-threshold", type=float, default=None,
+                   help="early exit: reply from this stage when its exit head's top probability reaches T")
+    p.add_argument("--devices", default=None, help="this stage's device: usb:0, pci:0, cpu (default: automatic)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the stage's interpreter")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    p.add_argument("--max-message-bytes", type=int, default=None,
+                   help="largest request accepted (default: 4x the expected request + 64 KiB)")
+    p.add_argument("--max-streams", type=int, default=16, help="concurrent calls served (default 16)")
+    p.add_argument("--add-latency-ms", type=float, default=0.0,
+                   help="sleep before each run, to rehearse a slow device (deadlines, overload)")
+    p.add_argument("--drain-seconds", type=float, default=1.0,
+                   help="after SIGTERM: seconds NOT_SERVING but still serving (default 1)")
+    p.add_argument("--grace-seconds", type=float, default=5.0,
+                   help="then: seconds for requests in flight to finish (default 5)")
+    from deploy.net import tls
+    tls.add_arguments(p)
+    return p
+
+
+def run(args):
+    try:
+        import grpc  # noqa: F401
+
+        from deploy.net import server, tls
+    except ImportError as exc:
+        print(f"cannot run: serving needs grpcio and grpcio-health-checking ({exc}); "
+              "pip install 'coral-stages[serve]'", file=sys.stderr)
+        return 3
+    import runfolder
+    from deploy.runtime import RuntimeMissing
+    try:
+        stage_server = server.serve(
+            args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,
+            args.exit_threshold, args.devices, args.threads, args.xnnpack, args.add_latency_ms / 1000.0,
+            args.max_message_bytes, args.max_streams)
+    except RuntimeMissing as exc:
+        print(f"cannot run: {exc}", file=sys.stderr)
+        return 3
+    except (runfolder.ManifestError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stage = stage_server.servicer.stage
+    print(f"stage {args.stage} ({stage.placement}: {stage.reason}) serving on {args.listen.rsplit(':', 1)[0]}:"
+          f"{stage_server.port}" + (f", next {args.next}" if args.next else ", last stage")
+          + (", mutual TLS" if args.tls_cert else ""), flush=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    stage_server.begin_shutdown()
+    print(f"stage {args.stage}: NOT_SERVING, draining for {args.drain_seconds} s", flush=True)
+    stopping.clear()
+    stopping.wait(args.drain_seconds)
+    stage_server.stop(args.grace_seconds)
+    print(f"stage {args.stage}: stopped", flush=True)
+    return 0

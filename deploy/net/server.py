@@ -1,0 +1,318 @@
+"""A gRPC server running one stage of a run folder and forwarding to the next stage.
+
+Each request is checked against the stage's manifest entry (``codec.decode``;
+INVALID_ARGUMENT otherwise), admitted only while fewer than ``max_in_flight``
+requests are inside this server (RESOURCE_EXHAUSTED otherwise, so memory stays
+bounded), run one at a time on the stage's interpreter (stages overlap across
+servers, as PipelinedRunner's stage threads do in one process), then forwarded on a stream to the next stage, whose reply comes
+back up unchanged. The last stage, or a stage whose exit head is confident
+(``--exit-threshold``), replies itself. A caller's deadline is passed on to the
+next stage, and a request whose caller has gone is dropped before it runs.
+The standard health service says SERVING once the stage is loaded and
+NOT_SERVING from the moment shutdown begins.
+"""
+import concurrent.futures
+import contextlib
+import queue
+import threading
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+import runfolder
+from deploy.chain import run_interpreter
+from deploy.exits import exit_taken
+from deploy.net import channels, codec, plan, stage_pb2, stage_pb2_grpc
+from deploy.net.links import Link, OneShot, error_reply
+from deploy.stages import load_stages
+
+SERVICE_NAME = "coralstages.v1.Stage"
+_END = object()
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def load_stage(run_dir, manifest, index, devices=None, num_threads=None, xnnpack=True):
+    """The LoadedStage of stage ``index`` only (``load_stages`` on a view of the manifest with that stage)."""
+    entry = plan.stage_plan(manifest, index, run_dir).entry
+    return load_stages(run_dir, dict(manifest, stages=[entry]), devices, num_threads, xnnpack=xnnpack)[0]
+
+
+def request_bytes(specs):
+    return sum(codec.numpy_dtype(s["dtype"]).itemsize * max(1, _count(s["shape"])) for s in specs)
+
+
+def _count(shape):
+    total = 1
+    for size in shape:
+        total *= int(size)
+    return total
+
+
+class _Worker:
+    """The stage's interpreter, one request at a time (an interpreter is not thread-safe).
+
+    A request runs on the thread that read it, under a lock: one thread hand-off
+    less per hop than a worker thread with a queue, and requests of one stream
+    still run in the order they were read."""
+
+    def __init__(self, stage, delay_s):
+        self.stage, self.delay_s, self.processed = stage, delay_s, 0
+        self._lock = threading.Lock()
+
+    def submit(self, values, alive, done):
+        with self._lock:
+            if not alive():
+                outputs, failure = None, None      # the caller has gone (cancelled, deadline passed): skip
+            else:
+                try:
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
+                    outputs, failure = run_interpreter(self.stage.interpreter, values), None
+                    self.processed += 1
+                except Exception as exc:  # noqa: BLE001  (this request fails; the stage goes on)
+                    outputs, failure = None, exc
+        done(outputs, failure)
+
+
+class _Stream:
+    """One upstream call: its replies, its requests inside this server, its link to the next stage."""
+
+    def __init__(self, servicer, context, unary=False):
+        self.servicer, self.context, self.unary = servicer, context, unary
+        self.replies = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._inside = set()
+        self._reading = True
+        self.link = None
+
+    def alive(self):
+        return self.context.is_active() and self.context.time_remaining() > 0
+
+    def admit(self, request_id):
+        with self._lock:
+            if request_id in self._inside:
+                return False
+            self._inside.add(request_id)
+            return True
+
+    def finish(self, reply):
+        """Sends a reply of an admitted request upstream and frees its place."""
+        with self._lock:
+            if reply.request_id not in self._inside:
+                return
+            self._inside.discard(reply.request_id)
+            self.servicer.slots.release()
+            ended = not self._reading and not self._inside
+        self.replies.put(reply)
+        if ended:
+            self._end()
+
+    def reject(self, reply):
+        self.replies.put(reply)
+
+    def done_reading(self):
+        with self._lock:
+            self._reading = False
+            ended = not self._inside
+        if ended:
+            self._end()
+
+    def cancel(self):
+        if self.link is not None:
+            self.link.cancel()
+        self.replies.put(_END)
+
+    def forward(self, request):
+        """Sends a request on to the next stage; a broken link (the next stage died) is replaced."""
+        if self.link is None or not self.link.send(request):
+            self.link = self.servicer.open_link(self, request)
+
+    def _end(self):
+        if self.link is not None:
+            self.link.close()
+        self.replies.put(_END)
+
+
+class StageServicer(stage_pb2_grpc.StageServicer):
+    """The Stage service of one loaded stage: Process (stream), Run (one request), Describe."""
+
+    def __init__(self, stage, stage_plan, next_address=None, tls=None, max_in_flight=32, exit_threshold=None,
+                 delay_s=0.0, max_message_bytes=None):
+        self.stage, self.plan, self.next_address = stage, stage_plan, next_address
+        self.max_in_flight, self.exit_threshold = max_in_flight, exit_threshold
+        self.max_message_bytes = max_message_bytes
+        self.slots = threading.BoundedSemaphore(max_in_flight)
+        self.where = f"stage {stage_plan.index}"
+        self.worker = _Worker(stage, delay_s)
+        self._stub = None
+        if next_address:
+            self._stub = channels.stage_stub(channels.open_channel(next_address, tls))
+
+    def open_link(self, stream, first):
+        hop = f"stage {self.plan.index + 1} at {self.next_address} (hop from stage {self.plan.index})"
+        remaining = stream.context.time_remaining()   # huge when the caller set no deadline
+        kind = OneShot if stream.unary else Link
+        return kind(self._stub, hop, remaining if remaining < 1e6 else None, stream.finish, first)
+
+    # ------------------------------------------------------------ RPCs
+
+    def Process(self, request_iterator, context):
+        stream = _Stream(self, context)
+        context.add_callback(stream.cancel)
+        # Every request gets one reply; at most this many replies wait for a caller that does not read them
+        # (refusals are instant), then reading stops and HTTP/2 flow control holds the caller back.
+        unread = threading.Semaphore(2 * self.max_in_flight)
+        threading.Thread(target=self._read, args=(request_iterator, stream, unread), daemon=True,
+                         name=f"{self.where}-reader").start()
+        while (reply := stream.replies.get()) is not _END:
+            yield reply
+            unread.release()
+
+    def Run(self, request, context):
+        stream = _Stream(self, context, unary=True)
+        context.add_callback(stream.cancel)
+        self._take(request, stream)
+        stream.done_reading()
+        reply = stream.replies.get()
+        if reply is _END:
+            context.abort(grpc.StatusCode.CANCELLED, f"{self.where}: the call ended before a reply")
+        if reply.code:
+            context.abort(_CODES.get(reply.code, grpc.StatusCode.UNKNOWN), reply.error)
+        return reply
+
+    def Describe(self, request, context):
+        def spec(t):
+            return stage_pb2.TensorSpec(name=t["name"], dtype=t["dtype"], shape=t["shape"])
+        return stage_pb2.StageInfo(
+            stage=self.plan.index, stages=self.plan.stages, takes=[spec(t) for t in self.plan.receives],
+            returns=[spec(t) for t in self.plan.returns], placement=self.stage.placement,
+            next=self.next_address or "", max_in_flight=self.max_in_flight, processed=self.worker.processed,
+            max_message_bytes=self.max_message_bytes or 0)
+
+    # ------------------------------------------------------------ requests
+
+    def _read(self, request_iterator, stream, unread):
+        # The caller going away (or sending garbage gRPC cannot parse) ends the stream, nothing else.
+        with contextlib.suppress(Exception):
+            for request in request_iterator:
+                while not unread.acquire(timeout=0.5):
+                    if not stream.alive():
+                        return
+                self._take(request, stream)
+        stream.done_reading()
+
+    def _take(self, request, stream):
+        request_id = request.request_id
+        try:
+            values = codec.decode(request.tensors, self.plan.receives, self.where)
+        except codec.TensorMismatch as exc:
+            stream.reject(error_reply(request_id, grpc.StatusCode.INVALID_ARGUMENT, str(exc)))
+            return
+        if not self.slots.acquire(blocking=False):
+            stream.reject(error_reply(
+                request_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.where} already holds {self.max_in_flight} requests (--max-in-flight); "
+                "send fewer at once or retry later"))
+            return
+        if not stream.admit(request_id):
+            self.slots.release()
+            stream.reject(error_reply(request_id, grpc.StatusCode.INVALID_ARGUMENT,
+                                      f"{self.where}: request id {request_id} is already in flight on this stream"))
+            return
+        self.worker.submit(values, stream.alive,
+                           lambda outputs, exc: self._after_run(stream, request_id, values, outputs, exc))
+
+    def _after_run(self, stream, request_id, received, outputs, exc):
+        if outputs is None:
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.where}: the caller's deadline passed"
+            if exc is not None:
+                code, message = grpc.StatusCode.INTERNAL, f"{self.where} failed: {type(exc).__name__}: {exc}"
+            stream.finish(error_reply(request_id, code, message))
+            return
+        exit_name = exit_taken(self.plan.entry, outputs, self.exit_threshold)
+        if exit_name is not None:
+            stream.finish(stage_pb2.StageReply(request_id=request_id, exit_stage=self.plan.index,
+                                               tensors=codec.encode(outputs, [exit_name])))
+            return
+        values = {**received, **outputs}
+        if self.plan.is_last or self._stub is None:
+            names = [t["name"] for t in self.plan.returns]
+            stream.finish(stage_pb2.StageReply(request_id=request_id, exit_stage=-1,
+                                               tensors=codec.encode(values, names)))
+            return
+        if not stream.alive():
+            stream.finish(error_reply(request_id, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                      f"{self.where}: the caller's deadline passed"))
+            return
+        sends = [t["name"] for t in self.plan.sends]
+        stream.forward(stage_pb2.StageRequest(request_id=request_id, tensors=codec.encode(values, sends)))
+
+
+class StageServer:
+    """A started server: ``port``, ``health``, ``begin_shutdown()``, ``stop(grace)``."""
+
+    def __init__(self, server, servicer, health_servicer, port):
+        self.server, self.servicer, self.health, self.port = server, servicer, health_servicer, port
+
+    def begin_shutdown(self):
+        """NOT_SERVING from now on; requests still arrive until ``stop``."""
+        self.health.enter_graceful_shutdown()
+
+    def stop(self, grace=5.0):
+        self.begin_shutdown()
+        self.server.stop(grace).wait()
+
+    def wait(self):
+        self.server.wait_for_termination()
+
+
+def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max_in_flight=32,
+          exit_threshold=None, devices=None, num_threads=None, xnnpack=True, delay_s=0.0,
+          max_message_bytes=None, max_streams=16):
+    """Loads stage ``index`` of a run folder and serves it; returns a StageServer (already SERVING).
+
+    Args:
+      listen: HOST:PORT to bind (port 0: any free port; see ``StageServer.port``).
+      next_address: HOST:PORT of the next stage (required unless this is the last stage).
+      tls: a ``tls.TlsFiles`` for mutual TLS, or None for plain traffic.
+      max_in_flight: requests held at once; more get RESOURCE_EXHAUSTED.
+      exit_threshold: early-exit confidence (None: off).
+      delay_s: extra seconds before each run (rehearses a slow device).
+      max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
+      max_streams: concurrent calls served; more get RESOURCE_EXHAUSTED from gRPC.
+    Raises:
+      ValueError: bad stage index, missing --next, bad address.
+      runfolder.ManifestError: the run folder or a stage file is wrong.
+    """
+    manifest = runfolder.load(run_dir)
+    stage_plan = plan.stage_plan(manifest, index, run_dir)
+    if next_address is None and not stage_plan.is_last:
+        raise ValueError(f"stage {index} is not the last of {stage_plan.stages}: pass --next HOST:PORT "
+                         f"of stage {index + 1}")
+    if next_address:
+        channels.split_hosts(next_address)
+    if max_in_flight < 1:
+        raise ValueError(f"--max-in-flight must be 1 or more, got {max_in_flight}")
+    stage = load_stage(run_dir, manifest, index, devices, num_threads, xnnpack)
+    limit = max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
+    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, delay_s, limit)
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_streams + 4,
+                                                               thread_name_prefix=f"stage-{index}-rpc"),
+                         maximum_concurrent_rpcs=max_streams + 4,
+                         options=[("grpc.max_receive_message_length", limit),
+                                  ("grpc.max_send_message_length", channels.DEFAULT_MAX_MESSAGE_BYTES),
+                                  *channels.SERVER_KEEPALIVE_OPTIONS])
+    stage_pb2_grpc.add_StageServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        port = server.add_secure_port(listen, tls.server_credentials()) if tls else server.add_insecure_port(listen)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise ValueError(f"cannot listen on {listen}: the address is in use or not on this machine")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return StageServer(server, servicer, health_servicer, port)
