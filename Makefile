@@ -34,6 +34,7 @@ demo: venv
 	$(BIN)/python -m deploy --run $(RUN) --eval
 	$(BIN)/python -m deploy verify --run $(RUN) --samples 256
 	$(BIN)/python -m deploy summary --run $(RUN)
+	$(BIN)/python -m deploy report --run $(RUN)
 
 # Real servers and a real browser for the tests: Debian's redis-server and chromium.
 system-packages:

@@ -7,6 +7,13 @@
   python -m deploy bench --run runs/demo [--samples 200]
   python -m deploy summary --run runs/demo
   python -m deploy doctor
+  python -m deploy exits --run runs/demo [--thresholds 0.5,0.8,0.9]   (early-exit sweep)
+  python -m deploy report --run runs/demo                             (report.html)
+  python -m deploy serve-stage --run runs/demo --stage K --listen H:P [--next H:P]
+  python -m deploy chain --hosts h1:p,h2:p,h3:p --run runs/demo --eval
+  python -m deploy launch --run runs/demo [--base-port 50051]
+  python -m deploy serve-api --run runs/demo [--chain h1:p,...]   and   python -m deploy worker --run runs/demo
+  python -m deploy k8s --run runs/demo --nodes pi1,pi2,pi3
 
 Exit status: 0 done, 1 verify found differences (or doctor found a known-bad
 setup), 2 an error (the message says what to fix), 3 the command cannot run
