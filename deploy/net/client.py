@@ -108,25 +108,19 @@ class ChainClient:
         At most ``window`` requests are in flight; ``timeout_s`` (default: none)
         is the deadline of the whole stream.
         """
-        window = self._window or self._default_window()
-        room = threading.Semaphore(window)
         requests, order = queue.SimpleQueue(), queue.SimpleQueue()
+        room = _Window(self._window or self._default_window(), order, requests)
         failure = []
 
         def produce():
             try:
                 for feed in feeds:
                     request_id = self._next_id()
-                    tensors = _encode(feed)
-                    room.acquire()
-                    if failure:
+                    if not room.send(request_id, stage_pb2.StageRequest(request_id=request_id, tensors=_encode(feed))):
                         break
-                    order.put(request_id)
-                    requests.put(stage_pb2.StageRequest(request_id=request_id, tensors=tensors))
             except Exception as exc:  # noqa: BLE001  (handed to the consumer)
                 failure.append(exc)
-            requests.put(_DONE)
-            order.put(_DONE)
+            room.end()
 
         call = self._stub.Process(iter(requests.get, _DONE), timeout=timeout_s)
         producer = threading.Thread(target=produce, daemon=True, name="chain-client-producer")
@@ -152,8 +146,7 @@ class ChainClient:
         except grpc.RpcError as exc:
             raise _from_rpc_error(exc, self.addresses[0]) from None
         finally:
-            failure.append(None)
-            room.release()
+            room.close()
             call.cancel()
             producer.join(timeout=5)
 
@@ -196,6 +189,59 @@ class ChainClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Window:
+    """At most ``size`` requests of a stream in flight; the producer runs one feed ahead.
+
+    A request the producer prepared while the window was full is sent by the
+    consumer as soon as a reply frees a place: one thread wake-up less on the
+    path of each request than waking the producer to send it."""
+
+    def __init__(self, size, order, requests):
+        self._free, self._order, self._requests = size, order, requests
+        self._waiting, self._closed = None, False
+        self._cond = threading.Condition(threading.Lock())
+
+    def _put(self, request_id, request):
+        self._order.put(request_id)
+        self._requests.put(request)
+
+    def send(self, request_id, request):
+        """Sends now, or waits until a place frees and the consumer sends it; False once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            if self._free:
+                self._free -= 1
+                self._put(request_id, request)
+                return True
+            self._waiting = (request_id, request)
+            while self._waiting is not None and not self._closed:
+                self._cond.wait()
+            return self._waiting is None
+
+    def release(self):
+        """A reply has been handed out: send the waiting request, or keep the place free."""
+        with self._cond:
+            if self._waiting is not None:
+                self._put(*self._waiting)
+                self._waiting = None
+                self._cond.notify()
+            else:
+                self._free += 1
+
+    def end(self):
+        """No more requests (the feeds ran out or failed)."""
+        with self._cond:
+            self._requests.put(_DONE)
+            self._order.put(_DONE)
+
+    def close(self):
+        """The consumer has stopped: a waiting request is dropped and the producer stops."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 def _encode(feeds):

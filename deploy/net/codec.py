@@ -19,7 +19,10 @@ def encode(arrays, names=None):
     """Tensor messages for {name: array} (all of them, or ``names`` in that order)."""
     tensors = []
     for name in names if names is not None else arrays:
-        array = np.ascontiguousarray(arrays[name])
+        array = arrays[name]
+        if not isinstance(array, np.ndarray) or not array.ndim:
+            array = np.ascontiguousarray(array)     # (at least 1-d, as before)
+        # tobytes() is C order whatever the layout: no contiguous copy of an array first
         tensors.append(stage_pb2.Tensor(name=name, dtype=array.dtype.name, shape=array.shape,
                                         data=array.tobytes()))
     return tensors
@@ -27,6 +30,46 @@ def encode(arrays, names=None):
 
 def describe(spec):
     return f"{spec['dtype']} {list(spec['shape'])}"
+
+
+class Expected:
+    """The checks of ``decode`` for one list of specs, worked out once (a stage checks every request).
+
+    Each numpy call costs tens of microseconds on a core that was idle between
+    requests, so sizes, dtypes and shapes are not recomputed per request."""
+
+    def __init__(self, specs):
+        self.specs = {spec["name"]: spec for spec in specs}
+        self._checks = {}
+        for name, spec in self.specs.items():
+            dtype = numpy_dtype(spec["dtype"])
+            shape = [int(s) for s in spec["shape"]]
+            size = dtype.itemsize
+            for dim in shape:
+                size *= dim
+            self._checks[name] = (dtype, shape, size)
+
+    def decode(self, tensors, where):
+        """{name: array} from Tensor messages; see ``decode``."""
+        expected = self.specs
+        if not tensors:
+            raise TensorMismatch(f"{where}: the request carries no tensors; expected "
+                                 + "; ".join(f"'{n}' ({describe(s)})" for n, s in expected.items()))
+        arrays = {}
+        for tensor in tensors:
+            name = tensor.name
+            check = self._checks.get(name)
+            if check is None:
+                raise TensorMismatch(f"{where}: unexpected tensor '{name}'; this stage takes "
+                                     + ", ".join(f"'{n}'" for n in expected))
+            if name in arrays:
+                raise TensorMismatch(f"{where}: tensor '{name}' is sent twice")
+            arrays[name] = _array(tensor, *check, where)
+        if len(arrays) != len(expected):
+            missing = [name for name in expected if name not in arrays]
+            raise TensorMismatch(f"{where}: tensor '{missing[0]}' ({describe(expected[missing[0]])}) is missing; "
+                                 f"given: {', '.join(repr(n) for n in arrays)}")
+        return arrays
 
 
 def decode(tensors, specs, where):
@@ -40,36 +83,17 @@ def decode(tensors, specs, where):
       TensorMismatch: a tensor is missing, unexpected, repeated, or has another
         dtype, shape or byte length than described.
     """
-    expected = {spec["name"]: spec for spec in specs}
-    if not tensors:
-        raise TensorMismatch(f"{where}: the request carries no tensors; expected "
-                             + "; ".join(f"'{n}' ({describe(s)})" for n, s in expected.items()))
-    arrays = {}
-    for tensor in tensors:
-        spec = expected.get(tensor.name)
-        if spec is None:
-            raise TensorMismatch(f"{where}: unexpected tensor '{tensor.name}'; this stage takes "
-                                 + ", ".join(f"'{n}'" for n in expected))
-        if tensor.name in arrays:
-            raise TensorMismatch(f"{where}: tensor '{tensor.name}' is sent twice")
-        arrays[tensor.name] = _array(tensor, spec, where)
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise TensorMismatch(f"{where}: tensor '{missing[0]}' ({describe(expected[missing[0]])}) is missing; "
-                             f"given: {', '.join(repr(n) for n in arrays)}")
-    return arrays
+    return Expected(specs).decode(tensors, where)
 
 
-def _array(tensor, spec, where):
-    dtype = numpy_dtype(spec["dtype"])
-    shape = [int(s) for s in spec["shape"]]
+def _array(tensor, dtype, shape, size, where):
     if tensor.dtype != dtype.name:
         raise TensorMismatch(f"{where}: tensor '{tensor.name}' has dtype '{tensor.dtype}', expected "
                              f"'{dtype.name}' (quantize with the tensor's scale and zero point first)")
-    if list(tensor.shape) != shape:
+    if tensor.shape != shape:
         raise TensorMismatch(f"{where}: tensor '{tensor.name}' has shape {list(tensor.shape)}, expected {shape}")
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(tensor.data) != size:
-        raise TensorMismatch(f"{where}: tensor '{tensor.name}' carries {len(tensor.data)} bytes, expected "
+    data = tensor.data
+    if len(data) != size:
+        raise TensorMismatch(f"{where}: tensor '{tensor.name}' carries {len(data)} bytes, expected "
                              f"{size} ({dtype.name} {shape}); the data was truncated or padded")
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)

@@ -145,6 +145,9 @@ class StageServicer(stage_pb2_grpc.StageServicer):
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.where = f"stage {stage_plan.index}"
         self.worker = _Worker(stage, delay_s)
+        self._expected = codec.Expected(stage_plan.receives)       # worked out once, not per request
+        self._sends = [t["name"] for t in stage_plan.sends]
+        self._returns = [t["name"] for t in stage_plan.returns]
         self._stub = None
         if next_address:
             self._stub = channels.stage_stub(channels.open_channel(next_address, tls))
@@ -160,6 +163,9 @@ class StageServicer(stage_pb2_grpc.StageServicer):
     def Process(self, request_iterator, context):
         stream = _Stream(self, context)
         context.add_callback(stream.cancel)
+        if self.plan.is_last or self._stub is None:
+            yield from self._answer_here(request_iterator, stream)
+            return
         # Every request gets one reply; at most this many replies wait for a caller that does not read them
         # (refusals are instant), then reading stops and HTTP/2 flow control holds the caller back.
         unread = threading.Semaphore(2 * self.max_in_flight)
@@ -192,6 +198,27 @@ class StageServicer(stage_pb2_grpc.StageServicer):
 
     # ------------------------------------------------------------ requests
 
+    def _answer_here(self, request_iterator, stream):
+        """The replies of a stage that forwards nothing, made on the RPC's own thread.
+
+        Every request is answered before the next is read (nothing waits on a next
+        stage), so no reader thread is needed: one thread hand-off less per request.
+        A caller that does not read its replies holds this thread in gRPC's send,
+        so reading stops, as with the reader thread's bound."""
+        requests = iter(request_iterator)
+        while True:
+            try:
+                self._take(next(requests), stream)
+            except Exception:  # noqa: BLE001  (the caller went away, or sent garbage: the stream ends)
+                break
+            while (reply := _ready(stream.replies)) is not None:
+                if reply is _END:
+                    return
+                yield reply
+        stream.done_reading()
+        while (reply := stream.replies.get()) is not _END:
+            yield reply
+
     def _read(self, request_iterator, stream, unread):
         # The caller going away (or sending garbage gRPC cannot parse) ends the stream, nothing else.
         with contextlib.suppress(Exception):
@@ -205,7 +232,7 @@ class StageServicer(stage_pb2_grpc.StageServicer):
     def _take(self, request, stream):
         request_id = request.request_id
         try:
-            values = codec.decode(request.tensors, self.plan.receives, self.where)
+            values = self._expected.decode(request.tensors, self.where)
         except codec.TensorMismatch as exc:
             stream.reject(error_reply(request_id, grpc.StatusCode.INVALID_ARGUMENT, str(exc)))
             return
@@ -237,16 +264,22 @@ class StageServicer(stage_pb2_grpc.StageServicer):
             return
         values = {**received, **outputs}
         if self.plan.is_last or self._stub is None:
-            names = [t["name"] for t in self.plan.returns]
             stream.finish(stage_pb2.StageReply(request_id=request_id, exit_stage=-1,
-                                               tensors=codec.encode(values, names)))
+                                               tensors=codec.encode(values, self._returns)))
             return
         if not stream.alive():
             stream.finish(error_reply(request_id, grpc.StatusCode.DEADLINE_EXCEEDED,
                                       f"{self.where}: the caller's deadline passed"))
             return
-        sends = [t["name"] for t in self.plan.sends]
-        stream.forward(stage_pb2.StageRequest(request_id=request_id, tensors=codec.encode(values, sends)))
+        stream.forward(stage_pb2.StageRequest(request_id=request_id, tensors=codec.encode(values, self._sends)))
+
+
+def _ready(replies):
+    """A reply already queued, or None."""
+    try:
+        return replies.get_nowait()
+    except queue.Empty:
+        return None
 
 
 class StageServer:
