@@ -52,3 +52,23 @@ def test_a_confident_exit_answers_from_its_stage_and_the_rest_never_run(tiny_run
     finally:
         stop_all(never)
     assert exit_stage is None and outputs.keys() == chain.run(feed).keys()
+
+
+def test_deploy_chain_eval_counts_exits_the_servers_took_as_the_in_process_chain_does(tiny_run, tmp_path):
+    """`deploy chain --eval` classifies an exit reply by the exit head's logits, as the in-process chain does."""
+    from deploy.classify import evaluate
+    from deploy.commands import load_test_set
+    from tests.conftest import run_cli
+    run, _ = _with_exit_at_stage_1(tiny_run, tmp_path)
+    manifest, chain = open_chain(run, "cpu")
+    images, labels = load_test_set(run, manifest)
+    expected = evaluate(chain, images[:40], labels[:40], exit_threshold=0.0)
+    servers = serve_chain(run, exit_threshold=0.0)
+    try:
+        done = run_cli("deploy", "chain", "--hosts", ",".join(addresses(servers)), "--run", str(run),
+                       "--eval", "--limit", "40")
+    finally:
+        stop_all(servers)
+    assert done.returncode == 0, done.stderr
+    assert f"chain accuracy on 40 test samples: {expected['accuracy']:.4f}" in done.stdout
+    assert "left early at an exit head: 100.0% (stage 1: 100.0%)" in done.stdout

@@ -11,21 +11,34 @@ import argparse
 import sys
 import time
 
+# Early exit over the network is decided by each server's --exit-threshold, not by the client.
+SERVERS_DECIDE = "set by each serve-stage --exit-threshold"
+
 
 class RemoteChain:
-    """What deploy.classify needs from a chain (inputs, outputs, run) over a ChainClient."""
+    """What deploy.classify needs from a chain (inputs, outputs, run, run_with_exit) over a ChainClient."""
 
     def __init__(self, client, manifest):
         from deploy.net import plan
         plans = plan.chain_plans(manifest)
         self.client, self.inputs, self.outputs = client, list(plans[0].receives), list(plans[0].returns)
+        self.stages = {entry["index"]: entry for entry in manifest.get("stages") or []}
 
     def run(self, feeds, timings=None):
+        return self.run_with_exit(feeds, None, timings)[0]
+
+    def run_with_exit(self, feeds, exit_threshold=None, timings=None):
+        """(outputs, exit stage or None); ``exit_threshold`` is ignored: the servers decide."""
         start = time.perf_counter()
-        outputs = self.client.run(feeds)
+        outputs, exit_stage = self.client.run_with_exit(feeds)
         if timings is not None:
             timings.append([time.perf_counter() - start])
-        return outputs
+        return outputs, exit_stage
+
+    def exit_output(self, stage_index):
+        """Description of the exit output a stage's server answered with."""
+        entry = self.stages[stage_index]
+        return next(t for t in entry["outputs"] if t["name"] == entry["exit"]["output"])
 
 
 def parser():
@@ -81,10 +94,14 @@ def _evaluate(args, manifest, chain):
     images, labels = load_test_set(args.run, manifest)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
-    result = evaluate(chain, images, labels, printer("network chain on test split"))
+    result = evaluate(chain, images, labels, printer("network chain on test split"), exit_threshold=SERVERS_DECIDE)
     print(f"chain accuracy on {result['samples']} test samples: {result['accuracy']:.4f}; "
           f"latency median {result['latency_ms']['median']:.3f} ms, p95 {result['latency_ms']['p95']:.3f} ms "
           f"(through {args.hosts})")
+    exited = [k for k in result["exit_stages"] if k is not None]
+    if exited:
+        shares = ", ".join(f"stage {k}: {exited.count(k) / len(images):.1%}" for k in sorted(set(exited)))
+        print(f"left early at an exit head: {len(exited) / len(images):.1%} ({shares})")
 
 
 def _classify(args, manifest, chain):
@@ -94,7 +111,8 @@ def _classify(args, manifest, chain):
     spec = input_spec(manifest, chain)
     names = (manifest.get("dataset") or {}).get("class_names")
     for path in args.image:
-        classes = classify(chain, load_image(path, spec, resize=args.resize, convert=args.convert), args.top_k)
+        classes = classify(chain, load_image(path, spec, resize=args.resize, convert=args.convert), args.top_k,
+                           exit_threshold=SERVERS_DECIDE)
         label = ", ".join(f"{names[c.id] if names and c.id < len(names) else c.id} ({c.score:.3f})"
                           for c in classes)
         print(f"{path}: {label}")
