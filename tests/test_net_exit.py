@@ -72,3 +72,23 @@ def test_deploy_chain_eval_counts_exits_the_servers_took_as_the_in_process_chain
     assert done.returncode == 0, done.stderr
     assert f"chain accuracy on 40 test samples: {expected['accuracy']:.4f}" in done.stdout
     assert "left early at an exit head: 100.0% (stage 1: 100.0%)" in done.stdout
+
+
+def test_the_http_api_over_a_chain_answers_with_the_exit_head_the_servers_took(tiny_run, tmp_path):
+    from deploy.classify import classify
+    from deploy.commands import load_test_set
+    from deploy.serving.upstream import ChainUpstream
+    from tests.conftest import png_bytes
+    run, _ = _with_exit_at_stage_1(tiny_run, tmp_path)
+    manifest, chain = open_chain(run, "cpu")
+    images, _ = load_test_set(run, manifest)
+    expected = classify(chain, images[0], top_k=3, exit_threshold=0.0)
+    servers = serve_chain(run, exit_threshold=0.0)
+    try:
+        upstream = ChainUpstream(run, addresses(servers)).load()
+        answer = upstream.classify(png_bytes(images[0]))
+    finally:
+        stop_all(servers)
+    assert answer["exit_stage"] == 1
+    assert [c["class"] for c in answer["top"]] == [c.id for c in expected]
+    assert np.allclose([c["score"] for c in answer["top"]], [c.score for c in expected])

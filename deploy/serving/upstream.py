@@ -107,23 +107,24 @@ class ChainUpstream(_RunModel):
     def __init__(self, run_dir, hosts, tls=None, timeout_s=10.0, top_k=3, delay_s=None):
         super().__init__(run_dir, top_k, delay_s)
         self.hosts, self.tls, self.timeout_s = list(hosts), tls, timeout_s
-        self.client = self.input = self.output = None
+        self.client = self.remote = self.input = None
 
     def load(self):
         import runfolder
         from deploy.commands import input_spec
         try:
             from deploy.net.client import ChainClient
+            from deploy.net.remote_chain import RemoteChain
         except ImportError as exc:
             raise RuntimeError(f"--chain needs deploy.net (the stage servers' client): {exc}") from exc
         manifest = runfolder.load(self.run_dir)
         stages = runfolder.require(manifest, "stages", self.run_dir, "serve-api --chain")
         split = manifest.get("split") or {}
         self.input = (split.get("model_inputs") or stages[0]["inputs"])[0]
-        self.output = (split.get("model_outputs") or stages[-1]["outputs"])[0]
         self.spec = input_spec(manifest, _Inputs([self.input]))
         self.names = (manifest.get("dataset") or {}).get("class_names")
         self.client = ChainClient(self.hosts, tls=self.tls, timeout_s=self.timeout_s)
+        self.remote = RemoteChain(self.client, manifest)
         self.ready = True
         return self
 
@@ -133,18 +134,19 @@ class ChainUpstream(_RunModel):
         return f"stage servers not serving: {bad}" if bad else None
 
     def classify(self, image_bytes, resize=False, convert=False):
-        from datasets.preprocess import to_model_input
-        from deploy.tensors import dequantize, quantize, softmax
+        from deploy.classify import logits_with_exit
+        from deploy.net.client import ChainCallError
+        from deploy.net.remote_chain import SERVERS_DECIDE
+        from deploy.tensors import softmax
         start = time.perf_counter()
         pixels = self.check(image_bytes, resize, convert)
-        feeds = {self.input["name"]: quantize(to_model_input(pixels)[np.newaxis], self.input)}
-        from deploy.net.client import ChainCallError
         try:
-            outputs = self.client.run(feeds)
+            values, exit_stage = logits_with_exit(self.remote, pixels, SERVERS_DECIDE)
         except ChainCallError as exc:
             raise UpstreamError(f"the stage chain at {','.join(self.hosts)} failed: {exc}") from exc
-        scores = softmax(dequantize(outputs[self.output["name"]], self.output).reshape(-1))
-        return self._result(scores, [f"remote:{h}" for h in self.hosts], start)
+        result = self._result(softmax(values), [f"remote:{h}" for h in self.hosts], start)
+        result["exit_stage"] = exit_stage
+        return result
 
 
 class _Inputs:
