@@ -73,3 +73,11 @@ def rss_kib(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def random_feeds(chain, count, seed=0):
+    """``count`` random uint8 feeds for a chain's (first) input, reproducible from ``seed``."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    spec = chain.inputs[0]
+    return [{spec["name"]: rng.integers(0, 256, spec["shape"], dtype=np.uint8)} for _ in range(count)]

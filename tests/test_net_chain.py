@@ -3,14 +3,13 @@ deadlines, the in-flight bound, health."""
 import time
 
 import grpc
-import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.commands import open_chain
 from deploy.net import channels, codec, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
-from tests.net_helpers import addresses, serve_chain, stop_all
+from tests.net_helpers import addresses, random_feeds, serve_chain, stop_all
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +24,12 @@ def local(tiny_run):
     return open_chain(tiny_run, "cpu")[1]
 
 
-def _feeds(chain, count, seed=0):
-    rng = np.random.default_rng(seed)
-    spec = chain.inputs[0]
-    return [{spec["name"]: rng.integers(0, 256, spec["shape"], dtype=np.uint8)} for _ in range(count)]
-
-
 def _same(a, b):
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def test_outputs_equal_the_in_process_chain_byte_for_byte(served, local):
-    feeds = _feeds(local, 40)
+    feeds = random_feeds(local, 40)
     expected = [local.run(f) for f in feeds]
     with ChainClient(addresses(served)) as client:
         assert all(_same(client.run(f), e) for f, e in zip(feeds, expected))
@@ -49,7 +42,7 @@ def test_outputs_equal_the_in_process_chain_byte_for_byte(served, local):
 
 
 def _request(local, change=None):
-    tensor = codec.encode(_feeds(local, 1)[0])[0]
+    tensor = codec.encode(random_feeds(local, 1)[0])[0]
     if change:
         change(tensor)
     return stage_pb2.StageRequest(request_id=7, tensors=[tensor] if tensor is not None else [])
@@ -92,7 +85,7 @@ def test_an_empty_request_and_a_bad_middle_hop_request_are_refused(served, local
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stage 1: unexpected tensor" in \
         caught.value.details()
     with ChainClient(addresses(served)) as client:
-        assert client.run(_feeds(local, 1)[0])
+        assert client.run(random_feeds(local, 1)[0])
 
 
 def test_a_huge_body_is_refused_by_the_size_limit(served, local):
@@ -126,11 +119,11 @@ def test_a_deadline_shorter_than_the_chain_fails_and_the_next_stage_never_runs_i
     servers = serve_chain(tiny_run, per_stage={1: {"delay_s": 0.6}})
     try:
         with ChainClient(addresses(servers)) as client:
-            assert client.run(_feeds(local, 1)[0], timeout_s=5)
+            assert client.run(random_feeds(local, 1)[0], timeout_s=5)
             before = [client.describe(a).processed for a in client.addresses]
             start = time.monotonic()
             with pytest.raises(ChainCallError) as caught:
-                client.run(_feeds(local, 1)[0], timeout_s=0.2)
+                client.run(random_feeds(local, 1)[0], timeout_s=0.2)
             assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - start < 0.5
             time.sleep(0.8)      # stage 1 finishes its sleep; the request must not reach stage 2
@@ -145,7 +138,7 @@ def test_past_the_in_flight_bound_requests_get_resource_exhausted(tiny_run, loca
     try:
         stub = channels.stage_stub(channels.open_channel(addresses(servers)[0]))
         requests = [stage_pb2.StageRequest(request_id=i, tensors=codec.encode(f))
-                    for i, f in enumerate(_feeds(local, 20))]
+                    for i, f in enumerate(random_feeds(local, 20))]
         replies = list(stub.Process(iter(requests), timeout=20))
         codes = [grpc.StatusCode.OK.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
         assert sorted(r.request_id for r in replies) == list(range(20))
@@ -154,7 +147,7 @@ def test_past_the_in_flight_bound_requests_get_resource_exhausted(tiny_run, loca
         assert len(refused) >= 10 and "stage 0 already holds 4 requests (--max-in-flight)" in refused[0].error
         # A client keeping within the bound (its window is read from Describe) loses nothing.
         with ChainClient(addresses(servers)[0]) as client:
-            assert len(list(client.stream(_feeds(local, 30)))) == 30
+            assert len(list(client.stream(random_feeds(local, 30)))) == 30
     finally:
         stop_all(servers)
 
@@ -170,4 +163,4 @@ def test_bytes_that_are_no_message_are_refused_and_the_server_goes_on(served, lo
     with pytest.raises(grpc.RpcError):
         list(stream(iter([b"\xff\xff\xff\xff garbage"]), timeout=5))
     with ChainClient(addresses(served)) as client:
-        assert client.run(_feeds(local, 1)[0])
+        assert client.run(random_feeds(local, 1)[0])

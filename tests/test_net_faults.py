@@ -5,7 +5,6 @@ import threading
 import time
 
 import grpc
-import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -13,18 +12,12 @@ from deploy.commands import open_chain
 from deploy.net import channels, codec, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
 from deploy.net.launch import launch_local
-from tests.net_helpers import rss_kib
+from tests.net_helpers import random_feeds, rss_kib
 
 
 @pytest.fixture(scope="module")
 def local(tiny_run):
     return open_chain(tiny_run, "cpu")[1]
-
-
-def _feeds(chain, count, seed=0):
-    rng = np.random.default_rng(seed)
-    spec = chain.inputs[0]
-    return [{spec["name"]: rng.integers(0, 256, spec["shape"], dtype=np.uint8)} for _ in range(count)]
 
 
 def _endless(feeds):
@@ -35,7 +28,7 @@ def _endless(feeds):
 def test_killing_the_middle_stage_fails_fast_and_its_restart_serves_again(tiny_run, local, tmp_path):
     with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
         others = [chain.processes[0].pid, chain.processes[2].pid]
-        results, killed_at = client.stream_results(_endless(_feeds(local, 50)), timeout_s=30), None
+        results, killed_at = client.stream_results(_endless(random_feeds(local, 50)), timeout_s=30), None
         with pytest.raises(ChainCallError) as caught:
             for count, _ in enumerate(results):
                 if count == 300:
@@ -46,10 +39,10 @@ def test_killing_the_middle_stage_fails_fast_and_its_restart_serves_again(tiny_r
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE
         assert f"stage 1 at {chain.addresses[1]} (hop from stage 0) is unavailable" in caught.value.details
         with pytest.raises(ChainCallError, match="stage 1 at .* is unavailable"):   # still down: fails, fast
-            client.run(_feeds(local, 1)[0], timeout_s=2)
+            client.run(random_feeds(local, 1)[0], timeout_s=2)
 
         chain.start(1)
-        feed, deadline = _feeds(local, 1)[0], time.monotonic() + 10
+        feed, deadline = random_feeds(local, 1)[0], time.monotonic() + 10
         while True:
             try:
                 outputs = client.run(feed, timeout_s=2)
@@ -60,7 +53,7 @@ def test_killing_the_middle_stage_fails_fast_and_its_restart_serves_again(tiny_r
         assert outputs.keys() == local.run(feed).keys()
         assert [chain.processes[0].pid, chain.processes[2].pid] == others
         assert all(p.poll() is None for p in chain.processes)
-        assert len(list(client.stream(_feeds(local, 200)))) == 200
+        assert len(list(client.stream(random_feeds(local, 200)))) == 200
 
 
 def test_a_frozen_middle_stage_is_noticed_by_keepalive_and_serves_again_when_it_wakes(tiny_run, local, tmp_path):
@@ -68,7 +61,7 @@ def test_a_frozen_middle_stage_is_noticed_by_keepalive_and_serves_again_when_it_
     with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
         frozen_at = None
         with pytest.raises(ChainCallError) as caught:
-            for count, _ in enumerate(client.stream(_endless(_feeds(local, 50)), timeout_s=60)):
+            for count, _ in enumerate(client.stream(_endless(random_feeds(local, 50)), timeout_s=60)):
                 if count == 200:
                     chain.processes[1].send_signal(signal.SIGSTOP)
                     frozen_at = time.monotonic()
@@ -76,7 +69,7 @@ def test_a_frozen_middle_stage_is_noticed_by_keepalive_and_serves_again_when_it_
         chain.processes[1].send_signal(signal.SIGCONT)
         assert waited < 6.0
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE and "stage 1 at" in caught.value.details
-        feed, deadline = _feeds(local, 1)[0], time.monotonic() + 10
+        feed, deadline = random_feeds(local, 1)[0], time.monotonic() + 10
         while True:
             try:
                 assert client.run(feed, timeout_s=2).keys() == local.run(feed).keys()
@@ -92,7 +85,7 @@ def test_overload_is_refused_with_resource_exhausted_and_memory_stays_flat(tiny_
                       log_dir=tmp_path) as chain:
         stub = channels.stage_stub(channels.open_channel(chain.addresses[0]))
         requests = [stage_pb2.StageRequest(request_id=i, tensors=codec.encode(f))
-                    for i, f in enumerate(_feeds(local, 2000))]
+                    for i, f in enumerate(random_feeds(local, 2000))]
 
         def burst():
             return list(stub.Process(iter(requests), timeout=60))
@@ -132,7 +125,7 @@ def test_sigterm_turns_health_not_serving_then_the_server_exits_cleanly(tiny_run
 
 @pytest.mark.slow
 def test_ten_thousand_streamed_requests_none_lost_duplicated_or_reordered(tiny_run, local, tmp_path):
-    feeds = _feeds(local, 10_000, seed=3)
+    feeds = random_feeds(local, 10_000, seed=3)
     with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
         start = time.perf_counter()
         results = list(client.stream_results(feeds, timeout_s=300))
@@ -149,7 +142,7 @@ def test_ten_thousand_streamed_requests_none_lost_duplicated_or_reordered(tiny_r
 
 
 def test_concurrent_run_calls_from_threads_each_get_their_own_answer(tiny_run, local, tmp_path):
-    feeds = _feeds(local, 60, seed=5)
+    feeds = random_feeds(local, 60, seed=5)
     expected = [local.run(f) for f in feeds]
     with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses[0]) as client:
         got = [None] * len(feeds)
