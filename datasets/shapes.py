@@ -14,8 +14,13 @@ from datasets.core import Dataset, int_option
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "stripes", "ring")
 
 
-def load_shapes(classes=4, size=32, samples=500, seed=0):
-    """Synthetic coloured shapes (circle, square, triangle, cross, stripes, ring), RGB."""
+def load_shapes(classes=4, size=32, samples=1000, seed=0):
+    """Synthetic coloured shapes (circle, square, triangle, cross, stripes, ring), RGB.
+
+    ``samples`` is per class. The default 1000 (700 per class to train on after the 70/10/20
+    split) is what rgbnet needs to learn these shapes under random colours, size, position and
+    rotation: with 500 (350 to train on) it over-fits, at 0.82 test accuracy in 8 epochs.
+    """
     classes = int_option("shapes", "classes", classes, 2, len(CLASS_NAMES))
     size = int_option("shapes", "size", size, 8, 1024)
     samples = int_option("shapes", "samples", samples, 1, 100_000)
