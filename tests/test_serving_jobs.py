@@ -1,8 +1,13 @@
 """The job queue: records change state once (SQLite and a real redis-server), jobs survive an API
 restart, a worker SIGKILLed mid-job (retried, or failed after max attempts), never lost, never done twice."""
+import ast
 import itertools
+import os
+import pickle
 import shutil
+import sqlite3
 import subprocess
+import threading
 import time
 
 import httpx
@@ -12,7 +17,7 @@ import pytest
 from deploy.serving.app import create_app
 from deploy.serving.queue import QueueError, open_queue
 from deploy.serving.upstream import TEST_DELAY_ENV, LocalUpstream
-from tests.conftest import png_bytes, skip_unless_strict
+from tests.conftest import REPO, png_bytes, skip_unless_strict
 from tests.test_serving_api import (
     ServerProcess,
     free_port,
@@ -53,16 +58,16 @@ def queue_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:{tmp_path}/jobs.db"
     url = request.getfixturevalue("redis_url").replace("/0", f"/{next(_REDIS_DBS) % 16}")
-    open_queue(url).huey.storage.conn.flushdb()
+    open_queue(url).jobs.conn.flushdb()
     return url
 
 
 def test_job_records_change_state_once(queue_url):
     jobs = open_queue(queue_url).jobs
     jobs.add("a", b"image", {"resize": True}, max_attempts=2)
-    assert jobs.get("a")["status"] == "accepted" and jobs.get("a")["options"] == {"resize": True}
-    assert jobs.image("a") == b"image"
-    assert jobs.claim("a", "w1", 30) and not jobs.claim("a", "w2", 30)
+    assert jobs.get("a")["status"] == "queued" and jobs.get("a")["options"] == {"resize": True}
+    assert jobs.image("a") == b"image" and jobs.pending() == 1
+    assert jobs.claim_next("w1", 30) == "a" and jobs.claim_next("w2", 30) is None, "a job is taken once"
     assert not jobs.renew("a", "w2", 30) and jobs.renew("a", "w1", 30)
     assert not jobs.finish("a", "w2", {"top": []}) and not jobs.fail("a", "w2", "no")
     assert jobs.finish("a", "w1", {"top": [1]})
@@ -72,26 +77,38 @@ def test_job_records_change_state_once(queue_url):
     assert jobs.image("a") is None, "the image is dropped when the job ends"
 
     jobs.add("b", b"image", {}, max_attempts=2)
-    assert jobs.claim("b", "w1", 0.5)
+    assert jobs.claim_next("w1", 0.5) == "b"
     now = time.time()
     assert jobs.expired(now) == [] and jobs.retry("b", now=now) is None, "lease still valid"
     assert jobs.expired(now + 1) == ["b"]
     assert jobs.retry("b", now=now + 1) == "queued" and jobs.retry("b", now=now + 1) is None
     assert not jobs.finish("b", "w1", {"top": []}), "the lost worker cannot finish it any more"
-    assert jobs.claim("b", "w2", 0.5) and jobs.retry("b", now=now + 2) == "failed"
+    assert jobs.claim_next("w2", 0.5) == "b" and jobs.retry("b", now=now + 2) == "failed"
     failed = jobs.get("b")
     assert failed["status"] == "failed" and failed["attempts"] == 2 and "lease expired" in failed["error"]
 
     jobs.add("d", b"image", {}, max_attempts=2)   # a failing attempt (e.g. a stage server down) is retried
-    assert jobs.claim("d", "w1", 30) and jobs.retry("d", "w2", "boom") is None
+    assert jobs.claim_next("w1", 30) == "d" and jobs.retry("d", "w2", "boom") is None
     assert jobs.retry("d", "w1", "attempt 1: boom") == "queued" and jobs.get("d")["error"] == "attempt 1: boom"
-    assert jobs.claim("d", "w2", 30) and jobs.finish("d", "w2", {"top": []})
+    assert jobs.claim_next("w2", 30) == "d" and jobs.finish("d", "w2", {"top": []})
     assert jobs.get("d")["error"] is None and jobs.get("d")["attempts"] == 2
-
-    jobs.add("c", b"image", {}, max_attempts=1)
-    assert jobs.stale(10, now=time.time() + 100) == ["c"]
-    assert jobs.stale(10, now=time.time() + 100) == [], "sent again once per period"
     assert jobs.get("missing") is None
+
+
+def test_jobs_are_taken_oldest_first_by_one_worker_each(queue_url):
+    jobs = open_queue(queue_url).jobs
+    for name in "cab":
+        jobs.add(name, b"i", {}, max_attempts=1)
+    assert [jobs.claim_next("w", 30) for _ in range(4)] == ["c", "a", "b", None]
+    for name in "xyz":
+        jobs.add(name, b"i", {}, max_attempts=1)
+    taken = []
+    threads = [threading.Thread(target=lambda: taken.append(jobs.claim_next("w", 30))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(t for t in taken if t) == ["x", "y", "z"] and taken.count(None) == 3
 
 
 def test_a_bad_queue_address_is_a_clear_error():
@@ -202,5 +219,73 @@ def test_serve_api_takes_jobs_over_http(tiny_run, tmp_path):
         assert job["status"] == "queued" and job["id"] == response.json()["id"]
     finally:
         server.stop()
-    assert _status(url, job["id"])["status"] == "queued", "stays accepted after the API stops"
+    assert _status(url, job["id"])["status"] == "queued", "stays queued after the API stops"
 
+
+
+class _Payload:
+    """What an attacker plants: unpickling it runs a shell command that leaves a file behind."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(queue_url, marker):
+    """Pickle payloads where a pickling queue would read them, and in every field of a job record."""
+    bomb = pickle.dumps(_Payload(marker))
+    queue = open_queue(queue_url)
+    if queue_url.startswith("sqlite:"):
+        path = queue_url[len("sqlite:"):]
+        with sqlite3.connect(path) as db:   # huey's own table layout, as the attacker used it
+            db.execute("create table if not exists task (id integer primary key, queue text, data blob, "
+                       "priority real not null default 0)")
+            db.execute("insert into task (queue, data) values (?, ?)", ("deploy_serving", bomb))
+            db.execute("insert into serving_jobs (id, status, attempts, max_attempts, created, updated, options, "
+                       "result, image) values ('planted', 'queued', 0, 1, 0, 0, ?, ?, ?)", (bomb, bomb, bomb))
+            db.execute("insert into serving_jobs (id, status, attempts, max_attempts, created, updated, options, "
+                       "image) values ('planted-2', 'queued', ?, ?, 0, 0, '{\"resize\": true}', ?)",
+                       (bomb, bomb, bomb))
+    else:
+        conn = queue.jobs.conn
+        conn.lpush("huey.redis.deploy_serving", bomb)   # where huey's RedisHuey keeps its messages
+        conn.hset("deploy-serving:job:planted", mapping={"id": "planted", "status": "queued", "attempts": 0,
+                                                         "max_attempts": 1, "options": bomb, "result": bomb,
+                                                         "image": bomb})
+        conn.hset("deploy-serving:job:planted-2", mapping={"id": "planted-2", "status": "queued", "attempts": bomb,
+                                                           "max_attempts": bomb, "options": "{}", "image": bomb})
+        conn.zadd("deploy-serving:waiting", {"planted": 0, "planted-2": 0})
+    return queue
+
+
+@pytest.mark.slow
+def test_pickles_planted_in_the_queue_are_refused_and_never_run(tiny_run, queue_url, tmp_path):
+    marker = tmp_path / "pwned"
+    queue = _plant(queue_url, marker)
+    good = queue.submit(held_out_png(tiny_run)[0], {})
+    worker = ServerProcess("worker", tiny_run, "--queue", queue_url)
+    try:
+        wait_until(lambda: _status(queue_url, good)["status"] == "done", 60, "the real job to be done")
+        planted = [_status(queue_url, name) for name in ("planted", "planted-2")]
+        assert worker.proc.poll() is None, "the worker keeps serving"
+    finally:
+        worker.stop()
+    assert not marker.exists(), "a pickle read from the queue was executed"
+    assert all(p["status"] == "failed" for p in planted), planted
+    assert "refused" in planted[0]["error"] and "options is not" in planted[0]["error"]
+    assert planted[0]["result"] is None and queue.jobs.image("planted") is None
+    assert not marker.exists()
+
+
+def test_nothing_in_the_serving_code_can_unpickle():
+    """No module of deploy/ imports pickle, marshal, shelve or dill, directly or by huey's serializer."""
+    forbidden = {"pickle", "cPickle", "marshal", "shelve", "dill", "huey", "jsonpickle"}
+    found = []
+    for path in (REPO / "deploy").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in forbidden]
+    assert found == []

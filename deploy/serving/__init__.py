@@ -5,5 +5,5 @@
   queue.open_queue("sqlite:PATH" | "redis://host:port/db") -> JobQueue              jobs + workers
   python -m deploy serve-api ... / python -m deploy worker ...                      the commands
 
-Needs fastapi, uvicorn, python-multipart and huey (+ redis for a Redis queue); imported only here.
+Needs fastapi, uvicorn and python-multipart (+ redis for a Redis queue); imported only here.
 """

@@ -5,7 +5,7 @@
         503 + Retry-After when ``max_concurrent`` classifications are already running.
   POST /v1/jobs (same input)   202 {"id", "status", "url"}: stored, then run by a worker;
         503 + Retry-After when ``max_queued`` jobs already wait.
-  GET  /v1/jobs/{id}           status (accepted/queued/running/done/failed), attempts, result or error.
+  GET  /v1/jobs/{id}           status (queued/running/done/failed), attempts, result or error.
   GET  /healthz                the process answers (no token needed).
   GET  /readyz                 200 once the upstream is loaded (and, for a chain, every stage server
         answers), else 503 with the reason.

@@ -1,18 +1,18 @@
-"""Job records kept next to the queue, in the same backend (SQLite file or Redis).
+"""Job records: the queue itself, in a SQLite file or in Redis. The one source of truth for a job.
 
-Huey moves job ids from the API to the workers; it drops a task whose worker dies
-mid-run. These records make every accepted job end as ``done`` or ``failed``:
+  queued -> running (lease: worker id + deadline, renewed while it runs)
+         -> done (result, written once) | failed (reason)
 
-  accepted -> queued -> running (lease: worker id + deadline, renewed while it runs)
-           -> done (result, written once) | failed (reason)
+Workers take the oldest queued job with ``claim_next`` (one atomic step, so two workers
+never take the same job). A running job whose lease expires (its worker died) goes back to
+``queued`` until it has used ``max_attempts``, then to ``failed`` with the reason. Every
+change is one atomic compare-and-set, so a job is completed once.
 
-A running job whose lease expires (its worker died) goes back to ``queued`` until it has
-used ``max_attempts``, then to ``failed`` with the reason. Every change is one atomic
-compare-and-set, so two workers can never both complete a job. The image bytes and
-options are stored raw (bytes and JSON), never pickled; the image is dropped when the
-job ends.
+Only data is stored and read back: the image as raw bytes, options and results as JSON.
+Nothing read from the store is ever unpickled or executed; a record that does not decode
+is failed with the reason (``MalformedRecord``), and the worker goes on.
 
-Both stores offer: add, mark_queued, pending, get, image, claim, renew, finish, fail, retry, expired, stale.
+Both stores offer: add, pending, get, image, claim_next, renew, finish, fail, retry, expired.
 """
 import json
 import sqlite3
@@ -27,18 +27,60 @@ def lost_reason(attempts):
             "giving up after max attempts")
 
 
+class MalformedRecord(ValueError):
+    """A stored job record does not decode as this module wrote it (tampered or foreign data)."""
+
+
 def _public(record):
-    """A record as the API shows it: JSON fields decoded, no image."""
+    """A record as the API shows it: JSON fields decoded, no image; ``malformed`` says what did not decode."""
     out = {k: record.get(k) for k in FIELDS}
+    problems = []
     for key in ("options", "result"):
-        if isinstance(out[key], (str, bytes)) and out[key]:
-            out[key] = json.loads(out[key])
+        value = out[key]
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value, out[key] = None, None
+                problems.append(f"{key} is not UTF-8 text")
+        if isinstance(value, str) and value:
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = None
+                problems.append(f"{key} is not JSON")
+    for key in ("id", "status", "worker", "error"):
+        if isinstance(out[key], bytes):
+            out[key] = out[key].decode("utf-8", "replace")
     out["error"] = out["error"] or None
-    for key in ("attempts", "max_attempts"):
-        out[key] = int(out[key] or 0)
-    for key in ("lease_until", "created", "updated"):
-        out[key] = float(out[key]) if out[key] not in (None, "", b"") else None
+    for key, kind in (("attempts", int), ("max_attempts", int), ("lease_until", float), ("created", float),
+                      ("updated", float)):
+        try:
+            out[key] = kind(out[key]) if out[key] not in (None, "", b"") else (0 if kind is int else None)
+        except (TypeError, ValueError):
+            out[key] = 0 if kind is int else None
+            problems.append(f"{key} is not a number")
+    out["malformed"] = "; ".join(problems) or None
     return out
+
+
+def checked_options(record):
+    """The job's options as a dict of booleans, or MalformedRecord saying what is wrong."""
+    if record["malformed"]:
+        raise MalformedRecord(f"job record {record['id']!r} is malformed ({record['malformed']})")
+    options = record["options"] or {}
+    if not isinstance(options, dict) or not all(isinstance(v, bool) for v in options.values()):
+        raise MalformedRecord(f"job record {record['id']!r} has options {str(options)[:200]!r}; "
+                              "expected a JSON object of true/false values")
+    return options
+
+
+def _number(value):
+    """An integer column as stored; 0 for anything that is not a number (a tampered row)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 class SqliteJobs:
@@ -51,7 +93,7 @@ class SqliteJobs:
                        "attempts integer not null default 0, max_attempts integer not null, worker text, "
                        "lease_until real, created real not null, updated real not null, options text, "
                        "result text, error text, image blob)")
-            db.execute("create index if not exists serving_jobs_status on serving_jobs (status, updated)")
+            db.execute("create index if not exists serving_jobs_queue on serving_jobs (status, created)")
 
     def _db(self):
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
@@ -61,21 +103,17 @@ class SqliteJobs:
         with self._db() as db:
             return db.execute(sql, params).rowcount == 1
 
-    def add(self, job_id, image, options, max_attempts, status="accepted"):
+    def add(self, job_id, image, options, max_attempts, status="queued"):
         now = time.time()
         with self._db() as db:
             db.execute("insert into serving_jobs (id, status, max_attempts, created, updated, options, image) "
                        "values (?, ?, ?, ?, ?, ?, ?)",
                        (job_id, status, max_attempts, now, now, json.dumps(options), bytes(image)))
 
-    def mark_queued(self, job_id):
-        return self._update("update serving_jobs set status='queued', updated=? where id=? and status='accepted'",
-                            (time.time(), job_id))
-
     def pending(self):
-        """How many jobs wait for a worker (accepted or queued)."""
+        """How many jobs wait for a worker."""
         with self._db() as db:
-            return db.execute("select count(*) from serving_jobs where status in ('accepted', 'queued')").fetchone()[0]
+            return db.execute("select count(*) from serving_jobs where status='queued'").fetchone()[0]
 
     def get(self, job_id):
         with self._db() as db:
@@ -86,13 +124,23 @@ class SqliteJobs:
     def image(self, job_id):
         with self._db() as db:
             row = db.execute("select image from serving_jobs where id=?", (job_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+        if not row or row[0] is None:
+            return None
+        return row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0]) if isinstance(row[0], bytes) \
+            else b""
 
-    def claim(self, job_id, worker, lease_s):
+    def claim_next(self, worker, lease_s):
+        """Takes the oldest queued job for ``worker`` under a lease; returns its id, or None."""
         now = time.time()
-        return self._update("update serving_jobs set status='running', attempts=attempts+1, worker=?, "
-                            "lease_until=?, updated=? where id=? and status in ('accepted', 'queued')",
-                            (worker, now + lease_s, now, job_id))
+        with self._db() as db:
+            db.execute("begin immediate")
+            row = db.execute("select id from serving_jobs where status='queued' order by created, rowid "
+                             "limit 1").fetchone()
+            if row is None:
+                return None
+            db.execute("update serving_jobs set status='running', attempts=coalesce(attempts, 0)+1, worker=?, "
+                       "lease_until=?, updated=? where id=?", (worker, now + lease_s, now, row[0]))
+            return str(row[0])
 
     def renew(self, job_id, worker, lease_s):
         now = time.time()
@@ -120,7 +168,7 @@ class SqliteJobs:
                              f"and {guard}", (job_id, worker if worker is not None else now)).fetchone()
             if not row:
                 return None
-            attempts, max_attempts = row
+            attempts, max_attempts = _number(row[0]), _number(row[1])
             if attempts >= max_attempts:
                 error = reason or lost_reason(attempts)
                 db.execute("update serving_jobs set status='failed', error=?, image=null, lease_until=null, "
@@ -135,19 +183,7 @@ class SqliteJobs:
         with self._db() as db:
             rows = db.execute("select id from serving_jobs where status='running' and lease_until<?",
                               (time.time() if now is None else now,)).fetchall()
-        return [r[0] for r in rows]
-
-    def stale(self, older_than_s, now=None):
-        """Ids of accepted/queued jobs untouched for ``older_than_s``; their time is bumped, so each is
-        returned at most once per period (the caller enqueues them again; a duplicate is a no-op)."""
-        now = time.time() if now is None else now
-        with self._db() as db:
-            db.execute("begin immediate")
-            rows = db.execute("select id from serving_jobs where status in ('accepted', 'queued') and updated<?",
-                              (now - older_than_s,)).fetchall()
-            db.executemany("update serving_jobs set status='queued', updated=? where id=?",
-                           [(now, r[0]) for r in rows])
-        return [r[0] for r in rows]
+        return [str(r[0]) for r in rows]
 
 
 class _Transaction:
@@ -167,31 +203,38 @@ class _Transaction:
             self.conn.close()
 
 
+_CLAIM_NEXT = """
+-- KEYS: waiting (zset of queued ids by time), leases (zset of running ids by lease end)
+-- ARGV: record key prefix, now, worker, lease seconds
+local now, lease = tonumber(ARGV[2]), tonumber(ARGV[4])
+for _, id in ipairs(redis.call('zrange', KEYS[1], 0, 31)) do
+  local key = ARGV[1] .. id
+  redis.call('zrem', KEYS[1], id)
+  if redis.call('hget', key, 'status') == 'queued' then
+    local attempts = tonumber(redis.call('hget', key, 'attempts') or '0')
+    if attempts == nil then   -- not written by this module: fail it, never run it
+      redis.call('hset', key, 'status', 'failed', 'updated', now, 'error', 'malformed record: attempts is not a number')
+      redis.call('hdel', key, 'image')
+    else
+      redis.call('hset', key, 'status', 'running', 'attempts', attempts + 1, 'worker', ARGV[3],
+                 'lease_until', now + lease, 'updated', now)
+      redis.call('zadd', KEYS[2], now + lease, id)
+      return id
+    end
+  end
+end
+return nil
+"""
+
 _CAS = """
+-- KEYS: record, waiting, leases. ARGV: op, now, worker, value, id, give-up reason
 local key = KEYS[1]
-local status = redis.call('hget', key, 'status')
-if not status then return nil end
-local op = ARGV[1]
+if redis.call('hget', key, 'status') ~= 'running' then return nil end
 local now = tonumber(ARGV[2])
-if op == 'claim' then
-  if status ~= 'accepted' and status ~= 'queued' then return nil end
-  redis.call('hincrby', key, 'attempts', 1)
-  redis.call('hset', key, 'status', 'running', 'worker', ARGV[3], 'lease_until', now + tonumber(ARGV[4]),
-             'updated', now)
-  redis.call('zrem', KEYS[2], ARGV[5])
-  redis.call('zadd', KEYS[3], now + tonumber(ARGV[4]), ARGV[5])
-  return 'running'
-end
-if op == 'queued' then
-  if status ~= 'accepted' then return nil end
-  redis.call('hset', key, 'status', 'queued', 'updated', now)
-  return 'queued'
-end
-if status ~= 'running' then return nil end
-local worker = redis.call('hget', key, 'worker')
+local op = ARGV[1]
 if op == 'retry_expired' then
-  if tonumber(redis.call('hget', key, 'lease_until')) >= now then return nil end
-elseif worker ~= ARGV[3] then
+  if (tonumber(redis.call('hget', key, 'lease_until')) or 0) >= now then return nil end
+elseif redis.call('hget', key, 'worker') ~= ARGV[3] then
   return nil
 end
 if op == 'renew' then
@@ -204,8 +247,8 @@ local final = nil
 if op == 'finish' then final = 'done'; redis.call('hset', key, 'result', ARGV[4]); redis.call('hdel', key, 'error')
 elseif op == 'fail' then final = 'failed'; redis.call('hset', key, 'error', ARGV[4])
 else
-  local attempts = tonumber(redis.call('hget', key, 'attempts'))
-  if attempts >= tonumber(redis.call('hget', key, 'max_attempts')) then
+  local attempts = tonumber(redis.call('hget', key, 'attempts')) or 0
+  if attempts >= (tonumber(redis.call('hget', key, 'max_attempts')) or 0) then
     final = 'failed'; redis.call('hset', key, 'error', ARGV[6])
   else
     redis.call('hset', key, 'status', 'queued', 'updated', now, 'error', ARGV[4])
@@ -221,12 +264,14 @@ return final
 
 
 class RedisJobs:
-    """Records as Redis hashes ``<prefix>:job:<id>``; changes are one Lua script each (atomic)."""
+    """Records as Redis hashes ``<prefix>:job:<id>``, queued ids in a sorted set by time; every change is
+    one Lua script (atomic). A single Redis server (the scripts name record keys they compute)."""
 
     def __init__(self, conn, prefix="deploy-serving"):
         self.conn, self.prefix = conn, prefix
         self.waiting, self.leases = f"{prefix}:waiting", f"{prefix}:leases"
         self._cas = conn.register_script(_CAS)
+        self._claim_next = conn.register_script(_CLAIM_NEXT)
 
     def _key(self, job_id):
         return f"{self.prefix}:job:{job_id}"
@@ -237,7 +282,7 @@ class RedisJobs:
                         args=[op, repr(now), *args])
         return out.decode() if isinstance(out, bytes) else out
 
-    def add(self, job_id, image, options, max_attempts, status="accepted"):
+    def add(self, job_id, image, options, max_attempts, status="queued"):
         now = time.time()
         with self.conn.pipeline() as pipe:
             pipe.hset(self._key(job_id), mapping={
@@ -246,9 +291,6 @@ class RedisJobs:
             pipe.zadd(self.waiting, {job_id: now})
             pipe.execute()
 
-    def mark_queued(self, job_id):
-        return self._run("queued", job_id) == "queued"
-
     def pending(self):
         return int(self.conn.zcard(self.waiting))
 
@@ -256,15 +298,15 @@ class RedisJobs:
         raw = self.conn.hgetall(self._key(job_id))
         if not raw:
             return None
-        record = {k.decode(): v for k, v in raw.items() if k != b"image"}
-        record = {k: (v.decode() if k != "result" else v) for k, v in record.items()}
-        return _public(record)
+        return _public({k.decode("utf-8", "replace"): v for k, v in raw.items() if k != b"image"})
 
     def image(self, job_id):
         return self.conn.hget(self._key(job_id), "image")
 
-    def claim(self, job_id, worker, lease_s):
-        return self._run("claim", job_id, worker, lease_s, job_id) == "running"
+    def claim_next(self, worker, lease_s):
+        out = self._claim_next(keys=[self.waiting, self.leases],
+                               args=[f"{self.prefix}:job:", repr(time.time()), worker, lease_s])
+        return out.decode("utf-8", "replace") if isinstance(out, bytes) else out
 
     def renew(self, job_id, worker, lease_s):
         return self._run("renew", job_id, worker, lease_s, job_id) == "running"
@@ -277,22 +319,13 @@ class RedisJobs:
 
     def retry(self, job_id, worker=None, reason=None, now=None):
         now = time.time() if now is None else now
-        attempts = int(self.conn.hget(self._key(job_id), "attempts") or 0)
+        try:
+            attempts = int(self.conn.hget(self._key(job_id), "attempts") or 0)
+        except ValueError:
+            attempts = 0
         op = "retry_expired" if worker is None else "retry"
         return self._run(op, job_id, worker or "", reason or "", job_id, reason or lost_reason(attempts), now=now)
 
     def expired(self, now=None):
         now = time.time() if now is None else now
-        return [m.decode() for m in self.conn.zrangebyscore(self.leases, "-inf", f"({now!r}")]
-
-    def stale(self, older_than_s, now=None):
-        now = time.time() if now is None else now
-        found = []
-        for member in self.conn.zrangebyscore(self.waiting, "-inf", f"({now - older_than_s!r}"):
-            job_id = member.decode()   # bump, so each comes back once per period; drop if started
-            if self.conn.hget(self._key(job_id), "status") in (b"accepted", b"queued"):
-                self.conn.zadd(self.waiting, {job_id: now})
-                found.append(job_id)
-            else:
-                self.conn.zrem(self.waiting, job_id)
-        return found
+        return [m.decode("utf-8", "replace") for m in self.conn.zrangebyscore(self.leases, "-inf", f"({now!r}")]

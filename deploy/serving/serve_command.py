@@ -37,13 +37,12 @@ def read_token(path):
 
 def run(args):
     try:
-        import huey  # noqa: F401  (checked here: a missing library means exit 3, not 2)
         import uvicorn
 
         from deploy.serving.app import create_app
         from deploy.serving.queue import QueueError, open_queue
     except ImportError as exc:
-        print(f"cannot run: serve-api needs fastapi, uvicorn, python-multipart and huey ({exc})", file=sys.stderr)
+        print(f"cannot run: serve-api needs fastapi, uvicorn and python-multipart ({exc})", file=sys.stderr)
         return 3
     try:
         host, port = parse_listen(args.listen)

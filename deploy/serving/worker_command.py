@@ -23,13 +23,7 @@ def parser():
 
 
 def run(args):
-    try:
-        import huey  # noqa: F401  (checked here: a missing library means exit 3, not 2)
-
-        from deploy.serving.queue import QueueError, open_queue
-    except ImportError as exc:
-        print(f"cannot run: worker needs huey ({exc})", file=sys.stderr)
-        return 3
+    from deploy.serving.queue import QueueError, open_queue
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import runfolder
     try:
