@@ -4,18 +4,28 @@ Numpy and pillow only, so the Raspberry Pi can import it. Keeping a single
 ``to_model_input`` means the float model, the int8 calibration set and the
 Edge TPU pipeline all see identically scaled inputs.
 """
+import contextlib
 import io
 import os
 import struct
+import warnings
 
 import numpy as np
 from PIL import Image
 
 from datasets.core import InputSpec
+from datasets.decode_limits import ALLOWED_FORMATS, MAX_IMAGE_PIXELS, decode_cost
 
 
 class ImageError(Exception):
     """An image cannot be read, or does not match the model input; the message says why."""
+
+
+# Pillow reports broken files with any of these, depending on the format.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+# load_image checks every image's pixel count against its own, lower limit before decoding;
+# Pillow's warning past 89 megapixels would only repeat that, once per image.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def to_model_input(pixels):
@@ -35,8 +45,13 @@ def to_model_input(pixels):
     return pixels.astype(np.float32) / np.float32(255.0)
 
 
-def load_image(source, spec, resize=False, convert=False):
+def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_PIXELS, budget=None):
     """Reads one image file (or its bytes) as uint8 pixels of shape spec.shape.
+
+    The header is checked before any pixel is decoded: the format (see ``ALLOWED_FORMATS``),
+    the size when ``resize`` is off, and the pixel count against ``max_pixels`` (a large
+    JPEG is decoded at 1/2, 1/4 or 1/8 scale when that brings it under the limit and it is
+    to be resized anyway).
 
     Args:
       source: a path, or the encoded bytes of a PNG/JPEG/... file.
@@ -44,42 +59,47 @@ def load_image(source, spec, resize=False, convert=False):
       resize: resize (bilinear) if the size differs, instead of raising.
       convert: convert the colour mode (RGBA, P, LA, ... -> RGB or L) if it
         differs, instead of raising.
+      max_pixels: the largest image decoded (width x height).
+      budget: a ``DecodeBudget`` shared by concurrent callers, or None.
     Returns:
       np.ndarray uint8 of shape (spec.height, spec.width, spec.channels); grey
       images keep a trailing channel axis of 1.
     Raises:
-      ImageError: unreadable image, or wrong mode/size without convert/resize.
+      ImageError: unreadable image, too many pixels, or wrong mode/size without convert/resize.
+      DecodeBusy: ``budget`` had no room within its wait.
     """
     if not isinstance(spec, InputSpec):
         raise TypeError(f"spec must be a datasets.InputSpec, got {type(spec).__name__}")
     image, name = _open(source)
     problems = []
-    if image.mode != spec.mode:
-        if convert:
-            image = _convert(image, spec.mode)
-        else:
-            problems.append(
-                f"{name} has mode {image.mode}, expected {spec.mode} "
-                f"({spec.channels} channel{'s' if spec.channels > 1 else ''}); "
-                "pass --convert to convert it")
-    if image.size != (spec.width, spec.height):
-        if resize:
-            # Image.BILINEAR (not Image.Resampling) also works with the older Pillow of a Pi.
-            image = image.resize((spec.width, spec.height), Image.BILINEAR)
-        else:
-            problems.append(
-                f"{name} is {image.width}x{image.height} (WxH), expected "
-                f"{spec.width}x{spec.height}; pass --resize to resize it")
+    if image.mode != spec.mode and not convert:
+        problems.append(
+            f"{name} has mode {image.mode}, expected {spec.mode} "
+            f"({spec.channels} channel{'s' if spec.channels > 1 else ''}); "
+            "pass --convert to convert it")
+    if image.size != (spec.width, spec.height) and not resize:
+        problems.append(
+            f"{name} is {image.width}x{image.height} (WxH), expected "
+            f"{spec.width}x{spec.height}; pass --resize to resize it")
     if problems:
         raise ImageError(". ".join(problems))
-    pixels = np.array(image, dtype=np.uint8)
+    _within_limit(image, name, spec, max_pixels)
+    cost = decode_cost(image.mode, image.width, image.height, spec.mode, convert)
+    with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
+        _decode(image, name)
+        if image.mode != spec.mode:
+            image = _convert(image, spec.mode)
+        if image.size != (spec.width, spec.height):
+            # Image.BILINEAR (not Image.Resampling) also works with the older Pillow of a Pi.
+            image = image.resize((spec.width, spec.height), Image.BILINEAR)
+        pixels = np.array(image, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     return pixels
 
 
 def _open(source):
-    """Opens and decodes an image; returns (PIL image, name for messages)."""
+    """Opens an image and reads its header only; returns (PIL image, name for messages)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = f"the given data ({len(source)} bytes)"
         stream = io.BytesIO(bytes(source))
@@ -92,13 +112,31 @@ def _open(source):
         raise ImageError(
             f"image source must be a path or bytes, got {type(source).__name__}")
     try:
-        image = Image.open(stream)
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error,
-            Image.DecompressionBombError) as exc:
-        # Pillow reports broken files with any of these, depending on the format.
+        return Image.open(stream, formats=ALLOWED_FORMATS), name
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} has far more pixels than allowed ({exc}); send a smaller image") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{name} is not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from exc
+    except _PILLOW_ERRORS as exc:
         raise ImageError(f"{name} is not a readable image ({exc})") from exc
-    return image, name
+
+
+def _within_limit(image, name, spec, max_pixels):
+    """Refuses an image over ``max_pixels``; a JPEG is first asked to decode at a reduced scale."""
+    if image.width * image.height > max_pixels and image.format in ("JPEG", "MPO"):
+        image.draft(None, (spec.width, spec.height))   # DCT scaling: 1/2, 1/4 or 1/8, never below the target
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            f"{name} is {image.width}x{image.height} = {image.width * image.height / 1e6:.1f} megapixels, "
+            f"more than the {max_pixels / 1e6:.1f} allowed (the model takes {spec.width}x{spec.height}); "
+            "send a smaller image")
+
+
+def _decode(image, name):
+    try:
+        image.load()
+    except _PILLOW_ERRORS as exc:
+        raise ImageError(f"{name} is not a readable image ({exc})") from exc
 
 
 def _convert(image, mode):

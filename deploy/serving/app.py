@@ -16,6 +16,7 @@ Images must have the model's size and colour mode (422 says which) unless ``resi
 """
 import contextlib
 import hmac
+import sys
 import threading
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from datasets import ImageError
+from datasets.decode_limits import DecodeBusy
+from runfolder import ManifestError
 from deploy.serving.limits import BodySizeLimit
 from deploy.serving.upstream import UpstreamError
 
@@ -48,8 +51,20 @@ class _State:
         try:
             if not getattr(self.upstream, "ready", False):
                 self.upstream.load()
-        except Exception as exc:  # noqa: BLE001  (shown by /readyz: the process stays up to say why)
-            self.load_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001  (said at start-up and by every 503: the process stays up)
+            self.load_error = str(exc) if isinstance(exc, (ManifestError, ValueError, RuntimeError)) else \
+                f"{type(exc).__name__}: {exc}"
+            print(f"error: cannot serve {getattr(self.upstream, 'run_dir', 'the model')}: {self.load_error}; "
+                  "/readyz, /v1/classify and /v1/jobs answer 503 with this reason until it is fixed and "
+                  "serve-api restarted", file=sys.stderr, flush=True)
+
+    def not_ready(self):
+        """Why requests cannot be served now (None once the upstream is loaded)."""
+        if getattr(self.upstream, "ready", False):
+            return None
+        if self.load_error:
+            return f"the model failed to load: {self.load_error}"
+        return "the model is still loading (see /readyz)"
 
 
 def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_bytes=4 * 1024 * 1024,
@@ -93,10 +108,10 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
             await run_in_threadpool(upstream.problem)
         if problem:
             return error(503, f"not ready: {problem}", ready=False)
-        if getattr(upstream, "ready", False):
+        reason = state.not_ready()
+        if reason is None:
             return {"ready": True, "expects": upstream.expected(), "in_flight": state.in_flight,
                     "max_concurrent": max_concurrent}
-        reason = f"the upstream failed to load: {state.load_error}" if state.load_error else "loading the model"
         return error(503, f"not ready: {reason}", ready=False)
 
     @app.post("/v1/classify")
@@ -115,6 +130,8 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
             return await run_in_threadpool(upstream.classify, image, resize, convert)
         except ImageError as exc:
             return _bad_image(exc, upstream)
+        except DecodeBusy as exc:
+            return error(503, str(exc), headers={"Retry-After": str(retry_after_s)})
         except UpstreamError as exc:
             return error(502, str(exc), headers={"Retry-After": str(retry_after_s)})
         finally:
@@ -134,11 +151,12 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
         image = await _image(request)
         if isinstance(image, JSONResponse):
             return image
-        if getattr(upstream, "ready", False):
-            try:   # refuse an image that can never succeed now, not after it waited in the queue
-                await run_in_threadpool(upstream.check, image, resize, convert)
-            except ImageError as exc:
-                return _bad_image(exc, upstream)
+        try:   # refuse an image that can never succeed now, not after it waited in the queue
+            await run_in_threadpool(upstream.check, image, resize, convert)
+        except ImageError as exc:
+            return _bad_image(exc, upstream)
+        except DecodeBusy as exc:
+            return error(503, str(exc), headers={"Retry-After": str(retry_after_s)})
         job_id = await run_in_threadpool(queue.submit, image, {"resize": resize, "convert": convert})
         return JSONResponse({"id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}, status_code=202)
 
@@ -168,9 +186,9 @@ def _refuse(request, state):
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), state.token.encode()):
             return error(401, "wrong token: send 'Authorization: Bearer <token>' with the server's token",
                          headers={"WWW-Authenticate": "Bearer"})
-    if request.url.path == "/v1/classify" and not getattr(state.upstream, "ready", False):
-        return error(503, "not ready: the model is still loading (see /readyz)",
-                     headers={"Retry-After": str(state.retry_after_s)})
+    reason = state.not_ready() if request.method == "POST" else None
+    if reason:   # a job that can never run is not accepted either
+        return error(503, f"not ready: {reason}", headers={"Retry-After": str(state.retry_after_s)})
     return None
 
 

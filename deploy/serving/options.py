@@ -1,6 +1,8 @@
 """Options shared by ``serve-api`` and ``worker``: run folder, upstream (in-process or a chain) and queue."""
 import os
 
+from datasets.decode_limits import MAX_IMAGE_PIXELS, DecodeLimits
+
 
 def add_common(parser):
     parser.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
@@ -16,6 +18,9 @@ def add_common(parser):
     parser.add_argument("--lease-s", type=float, default=30.0,
                         help="seconds a worker holds a job without renewing before others may take it")
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help="largest image decoded, width x height, checked from its header "
+                             f"(default {MAX_IMAGE_PIXELS}); concurrent decodes share room for two of them")
     parser.add_argument("--chain-timeout-s", type=float, default=10.0, help="deadline of each call to --chain")
     from deploy.net import tls  # plain Python; grpc is only needed when --chain is used
     tls.add_arguments(parser)
@@ -28,6 +33,7 @@ def queue_url(args):
 def upstream_factory(args):
     """A no-argument callable making a fresh (not yet loaded) upstream, checked enough to fail early."""
     from deploy.serving.upstream import ChainUpstream, LocalUpstream
+    limits = DecodeLimits(args.max_image_pixels)   # one budget for every upstream (thread) of this process
     if args.chain:
         hosts = [h.strip() for h in args.chain.split(",") if h.strip()]
         bad = [h for h in hosts if h.rpartition(":")[2].isdigit() is False]
@@ -35,8 +41,9 @@ def upstream_factory(args):
             raise ValueError(f"--chain {args.chain!r}: give host:port for each stage server, comma-separated")
         from deploy.net import tls
         files = tls.from_args(args)
-        return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k)
-    return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k)
+        return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k,
+                                     limits=limits)
+    return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k, limits=limits)
 
 
 def parse_listen(text):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from datasets import ImageError, load_image  # noqa: F401  (ImageError: part of this module's API)
+from datasets.decode_limits import DecodeLimits
 
 
 class UpstreamError(RuntimeError):
@@ -41,17 +42,20 @@ def top_classes(scores, names, top_k):
 class _RunModel:
     """What both upstreams read from the run folder: input spec, class names, input/output tensors."""
 
-    def __init__(self, run_dir, top_k, delay_s):
+    def __init__(self, run_dir, top_k, delay_s, limits):
         self.run_dir, self.top_k = str(run_dir), top_k
+        self.limits = limits or DecodeLimits()
         self.delay_s = test_delay_s() if delay_s is None else delay_s
         self.ready = False
         self.spec = self.names = None
 
     def check(self, image_bytes, resize=False, convert=False):
-        """uint8 pixels of the model's input size; raises ImageError saying what is expected."""
+        """uint8 pixels of the model's input size; raises ImageError saying what is expected, or
+        DecodeBusy when other requests hold the decoding budget."""
         if self.spec is None:
             raise RuntimeError("the upstream is not loaded yet; call load() first")
-        return load_image(bytes(image_bytes), self.spec, resize=resize, convert=convert)
+        return load_image(bytes(image_bytes), self.spec, resize=resize, convert=convert,
+                          max_pixels=self.limits.max_pixels, budget=self.limits.budget)
 
     def expected(self):
         """The image the model takes, in words (for error messages and /readyz)."""
@@ -73,8 +77,8 @@ class LocalUpstream(_RunModel):
     thread-safe. Give each worker thread its own LocalUpstream to run them in parallel.
     """
 
-    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None):
-        super().__init__(run_dir, top_k, delay_s)
+    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None, limits=None):
+        super().__init__(run_dir, top_k, delay_s, limits)
         self.devices, self.num_threads = devices, num_threads
         self.chain = None
         self._lock = threading.Lock()
@@ -104,8 +108,8 @@ class ChainUpstream(_RunModel):
     quantization, so the result equals LocalUpstream's for the same stages.
     """
 
-    def __init__(self, run_dir, hosts, tls=None, timeout_s=10.0, top_k=3, delay_s=None):
-        super().__init__(run_dir, top_k, delay_s)
+    def __init__(self, run_dir, hosts, tls=None, timeout_s=10.0, top_k=3, delay_s=None, limits=None):
+        super().__init__(run_dir, top_k, delay_s, limits)
         self.hosts, self.tls, self.timeout_s = list(hosts), tls, timeout_s
         self.client = self.remote = self.input = None
 
