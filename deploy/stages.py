@@ -73,9 +73,57 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
                 reason = str(exc).split(". ")[0]
         if interpreter is None:
             interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack)
+        check_io(interpreter, entry, path, run_dir)
         loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                                   entry["inputs"], entry["outputs"], placement, reason, interpreter))
     return loaded
+
+
+def check_io(interpreter, entry, path, run_dir="the run folder"):
+    """The stage file's real inputs and outputs must be the manifest entry's: names, shapes, dtypes,
+    scales and zero points. A manifest edited by hand (or a file swapped) is refused at load time
+    with the field that differs, instead of failing every request later.
+
+    Raises:
+      StageError: naming the field, the file and the fix.
+    """
+    where = f"stages[{entry['index']}]"
+    for side, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details())):
+        real = {d["name"]: d for d in details}
+        listed = [t["name"] for t in entry[side]]
+        if sorted(listed) != sorted(real):
+            _differs(f"{where}.{side} lists {_names(listed)}", f"the file has {_names(list(real))}", path, run_dir)
+        for k, tensor in enumerate(entry[side]):
+            detail, field = real[tensor["name"]], f"{where}.{side}[{k}]"
+            scale, zero_point = detail["quantization"]
+            if list(tensor["shape"]) != [int(n) for n in detail["shape"]]:
+                _differs(f"{field}.shape is {list(tensor['shape'])}", f"the file has {list(map(int, detail['shape']))}",
+                         path, run_dir)
+            if tensor["dtype"] != _dtype_name(detail["dtype"]):
+                _differs(f"{field}.dtype is {tensor['dtype']}", f"the file has {_dtype_name(detail['dtype'])}",
+                         path, run_dir)
+            if tensor.get("scale") is not None and not _close(tensor["scale"], scale):
+                _differs(f"{field}.scale is {tensor['scale']}", f"the file has {scale}", path, run_dir)
+            if tensor.get("zero_point") is not None and int(tensor["zero_point"]) != int(zero_point):
+                _differs(f"{field}.zero_point is {tensor['zero_point']}", f"the file has {zero_point}", path, run_dir)
+
+
+def _differs(listed, real, path, run_dir):
+    raise StageError(f"the manifest does not match stage file {path}: {listed}, {real}. Restore "
+                     f"{run_dir}/manifest.json, or re-run `python -m quantize --run {run_dir}` to write both again")
+
+
+def _names(names):
+    shown = ", ".join(repr(n[:80]) for n in names[:4])
+    return f"[{shown}{', ...' if len(names) > 4 else ''}]"
+
+
+def _dtype_name(dtype):
+    return getattr(dtype, "__name__", str(dtype))
+
+
+def _close(a, b):
+    return abs(float(a) - float(b)) <= 1e-6 * max(abs(float(a)), abs(float(b)), 1e-30)
 
 
 def _not_compiled_reason(compile_info):

@@ -20,6 +20,8 @@ import os
 import pathlib
 import tempfile
 
+from runfolder import schema
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -84,6 +86,14 @@ def load(run_dir, create=False):
         raise ManifestError(
             f"{path} has schema_version {version!r}, this tool reads version {SCHEMA_VERSION}; "
             "re-run the steps with this version of the tool")
+    found = schema.problems(manifest)
+    found = found or schema.stage_index_problems(manifest) + schema.split_problems(manifest)
+    if found:
+        section = found[0].split(".")[0].split("[")[0].split(" ")[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ManifestError(
+            f"{path} is damaged: {found[0]}{more}. Restore it from a copy, or re-run "
+            f"`{_WRITER.get(section, 'the step that writes it')} --run {run_dir}` to write it again")
     return manifest
 
 
@@ -145,6 +155,10 @@ def verify_file(run_dir, record, what):
         raise ManifestError(
             f"{what} {path} is missing; it is listed in {_path(run_dir)}. "
             "Restore it or re-run the step that writes it")
+    if not path.is_file():
+        raise ManifestError(
+            f"{what} {path} is not a file (a directory or a device); it is listed in {_path(run_dir)}. "
+            "Restore the file or re-run the step that writes it")
     actual = sha256_of(path)
     if actual != record.get("sha256"):
         raise ManifestError(

@@ -132,6 +132,20 @@ class LocalChain:
         self.stop()
 
 
+def log_folder(path):
+    """The folder for stage logs, made if missing (a new temporary folder for None)."""
+    if path is None:
+        return tempfile.mkdtemp(prefix="stages-")
+    folder = pathlib.Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--log-dir {folder} is a file; give a folder for the stage logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--log-dir {folder} cannot be made ({exc.strerror}); give a folder you can write") from exc
+    return folder
+
+
 def launch_local(run_dir, base_port=50051, host="127.0.0.1", tls=None, extra_args=(), log_dir=None,
                  python=None, timeout_s=60.0, stage_args=None):
     """Starts one ``serve-stage`` process per stage of ``run_dir`` on ``host``; returns a LocalChain.
@@ -149,8 +163,8 @@ def launch_local(run_dir, base_port=50051, host="127.0.0.1", tls=None, extra_arg
     count = len(runfolder.require(manifest, "stages", run_dir, "deploy launch"))
     ports = free_ports(count, host) if base_port == 0 else [base_port + k for k in range(count)]
     addresses = [f"{host}:{port}" for port in ports]
-    chain = LocalChain(run_dir, addresses, tls, extra_args, log_dir or tempfile.mkdtemp(prefix="stages-"),
-                       python or sys.executable, stage_args)
+    chain = LocalChain(run_dir, addresses, tls, extra_args, log_folder(log_dir), python or sys.executable,
+                       stage_args)
     try:
         for index in range(count):
             chain.spawn(index)

@@ -4,6 +4,8 @@
   python -m deploy chain --hosts 127.0.0.1:50051 --run runs/demo --eval      (from another shell)
 
 Options after ``--`` go to every ``serve-stage`` process, e.g. ``-- --max-in-flight 8``.
+A stage that exits is restarted with a back-off (0.5 s, 1, 2, ... 30 s), at most --max-restarts
+times in 5 minutes, then the chain is stopped (exit 2); --no-restart stops it at the first exit.
 """
 import argparse
 import signal
@@ -18,6 +20,9 @@ def parser():
     p.add_argument("--base-port", type=int, default=50051, help="stage K listens on BASE+K (default 50051)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--log-dir", default=None, help="folder for stage_K.log (default: a temporary folder)")
+    p.add_argument("--max-restarts", type=int, default=5,
+                   help="restarts of one stage within 5 minutes before giving up (default 5)")
+    p.add_argument("--no-restart", action="store_true", help="stop every stage when one exits")
     p.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- then options for every serve-stage")
     from deploy.net import tls
     tls.add_arguments(p)
@@ -27,6 +32,7 @@ def parser():
 def run(args):
     try:
         from deploy.net import launch, tls
+        from deploy.net.supervisor import RestartPolicy, Supervisor
     except ImportError as exc:
         print(f"cannot run: serving needs grpcio ({exc}); pip install 'coral-stages[serve]'", file=sys.stderr)
         return 3
@@ -42,12 +48,15 @@ def run(args):
         signal.signal(sig, lambda *_: stopping.set())
     print(f"{len(chain.addresses)} stages serving: {','.join(chain.addresses)} (logs in {chain.log_dir}); "
           f"Ctrl-C stops them", flush=True)
+    for index, process in enumerate(chain.processes):
+        print(f"  stage {index}: {chain.addresses[index]}, pid {process.pid}", flush=True)
     print(f"try: python -m deploy chain --hosts {','.join(chain.addresses)} --run {args.run} --eval", flush=True)
-    while not stopping.wait(0.5):
-        dead = [k for k, p in enumerate(chain.processes) if p.poll() is not None]
-        if dead:
-            print(f"error: stage {dead[0]} exited (code {chain.processes[dead[0]].returncode}); see "
-                  f"{chain.log_dir}/stage_{dead[0]}.log; stopping the others", file=sys.stderr)
+    policy = RestartPolicy(max_restarts=0 if args.no_restart else max(0, args.max_restarts))
+    supervisor = Supervisor(chain, policy, say=lambda line: print(line, flush=True))
+    while not stopping.wait(0.2):
+        problem = supervisor.poll()
+        if problem:
+            print(f"error: {problem}; stopping the others", file=sys.stderr, flush=True)
             chain.stop()
             return 2
     codes = chain.stop()
