@@ -122,7 +122,7 @@ def test_a_killed_stage_is_restarted_and_the_chain_serves_again(tiny_run, tmp_pa
 def test_past_its_restart_limit_launch_stops_the_chain(tiny_run, tmp_path, options, said):
     launch = Launch(tiny_run, tmp_path, *options)
     try:
-        addresses, pids = launch.started()
+        _, pids = launch.started()
         os.kill(pids[1], signal.SIGKILL)
         if "--max-restarts" in options:
             new_pid = int(launch.expect(r"stage 1 serving again on \S+ \(pid (\d+)").group(1))

@@ -150,17 +150,3 @@ def test_past_the_in_flight_bound_requests_get_resource_exhausted(tiny_run, loca
             assert len(list(client.stream(random_feeds(local, 30)))) == 30
     finally:
         stop_all(servers)
-
-
-def test_bytes_that_are_no_message_are_refused_and_the_server_goes_on(served, local):
-    channel = channels.open_channel(addresses(served)[0])
-    for method in ("Run", "Describe"):
-        raw = channel.unary_unary(f"/coralstages.v1.Stage/{method}")     # no (de)serializer: raw bytes
-        with pytest.raises(grpc.RpcError) as caught:
-            raw(b"\xff\xff\xff\xff garbage", timeout=5)
-        assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
-    stream = channel.stream_stream("/coralstages.v1.Stage/Process")
-    with pytest.raises(grpc.RpcError):
-        list(stream(iter([b"\xff\xff\xff\xff garbage"]), timeout=5))
-    with ChainClient(addresses(served)) as client:
-        assert client.run(random_feeds(local, 1)[0])

@@ -37,10 +37,15 @@ class ChainCallError(RuntimeError):
         self.code, self.details, self.request_id = code, details, request_id
 
 
-def _from_rpc_error(exc, address):
+def _from_rpc_error(exc, address, timeout_s=None):
     details = exc.details() or ""
     if exc.code() == grpc.StatusCode.UNAVAILABLE and "stage" not in details:
         details = f"stage at {address} is unavailable: {details}"
+    elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not details.startswith("stage"):
+        # each stage gives its next hop a little less time, so a slow later stage is named in a reply
+        # before this deadline: when it passes here, the first stage itself did not answer in time
+        within = f" within {timeout_s:g} s" if timeout_s else ""
+        details = f"stage at {address} did not answer{within} (the deadline passed there): {details}"
     return ChainCallError(exc.code(), details)
 
 
@@ -93,7 +98,7 @@ class ChainClient:
         try:
             reply = self._stub.Run(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
-            raise _from_rpc_error(exc, self.addresses[0]) from None
+            raise _from_rpc_error(exc, self.addresses[0], timeout_s or self.timeout_s) from None
         result = _result(reply)
         return result.outputs, result.exit_stage
 
@@ -144,7 +149,7 @@ class ChainClient:
             if failure:
                 raise failure[0]
         except grpc.RpcError as exc:
-            raise _from_rpc_error(exc, self.addresses[0]) from None
+            raise _from_rpc_error(exc, self.addresses[0], timeout_s) from None
         finally:
             room.close()
             call.cancel()

@@ -32,6 +32,17 @@ def describe(spec):
     return f"{spec['dtype']} {list(spec['shape'])}"
 
 
+def _quote(value, limit=80):
+    """A value from the request as a message quotes it: at most ``limit`` characters."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _shape(shape):
+    dims = list(shape)
+    return str(dims) if len(dims) <= 8 else f"{dims[:8]}... ({len(dims)} dimensions)"
+
+
 class Expected:
     """The checks of ``decode`` for one list of specs, worked out once (a stage checks every request).
 
@@ -60,10 +71,10 @@ class Expected:
             name = tensor.name
             check = self._checks.get(name)
             if check is None:
-                raise TensorMismatch(f"{where}: unexpected tensor '{name}'; this stage takes "
+                raise TensorMismatch(f"{where}: unexpected tensor '{_quote(name)}'; this stage takes "
                                      + ", ".join(f"'{n}'" for n in expected))
             if name in arrays:
-                raise TensorMismatch(f"{where}: tensor '{name}' is sent twice")
+                raise TensorMismatch(f"{where}: tensor '{_quote(name)}' is sent twice")
             arrays[name] = _array(tensor, *check, where)
         if len(arrays) != len(expected):
             missing = [name for name in expected if name not in arrays]
@@ -88,10 +99,10 @@ def decode(tensors, specs, where):
 
 def _array(tensor, dtype, shape, size, where):
     if tensor.dtype != dtype.name:
-        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has dtype '{tensor.dtype}', expected "
+        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has dtype '{_quote(tensor.dtype)}', expected "
                              f"'{dtype.name}' (quantize with the tensor's scale and zero point first)")
     if tensor.shape != shape:
-        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has shape {list(tensor.shape)}, expected {shape}")
+        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has shape {_shape(tensor.shape)}, expected {shape}")
     data = tensor.data
     if len(data) != size:
         raise TensorMismatch(f"{where}: tensor '{tensor.name}' carries {len(data)} bytes, expected "

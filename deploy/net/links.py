@@ -13,12 +13,14 @@ import threading
 import grpc
 
 from deploy.net import stage_pb2
+from deploy.net.streams import short
 
 _STOP = object()
 
 
 def error_reply(request_id, code, message):
-    return stage_pb2.StageReply(request_id=request_id, exit_stage=-1, code=code.value[0], error=message)
+    """A reply carrying an error; long texts are cut (gRPC turns oversized details into RESOURCE_EXHAUSTED)."""
+    return stage_pb2.StageReply(request_id=request_id, exit_stage=-1, code=code.value[0], error=short(message))
 
 
 class Link:

@@ -31,7 +31,10 @@ def parser():
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
     p.add_argument("--max-message-bytes", type=int, default=None,
                    help="largest request accepted (default: 4x the expected request + 64 KiB)")
-    p.add_argument("--max-streams", type=int, default=16, help="concurrent calls served (default 16)")
+    p.add_argument("--max-streams", type=int, default=16,
+                   help="streams served at once; the longest-idle one makes room for a new one (default 16)")
+    p.add_argument("--stream-idle-s", type=float, default=300.0,
+                   help="close a stream after this many seconds without a request (default 300)")
     p.add_argument("--add-latency-ms", type=float, default=0.0,
                    help="sleep before each run, to rehearse a slow device (deadlines, overload)")
     p.add_argument("--drain-seconds", type=float, default=1.0,
@@ -58,7 +61,7 @@ def run(args):
         stage_server = server.serve(
             args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,
             args.exit_threshold, args.devices, args.threads, args.xnnpack, args.add_latency_ms / 1000.0,
-            args.max_message_bytes, args.max_streams)
+            args.max_message_bytes, args.max_streams, args.stream_idle_s)
     except RuntimeMissing as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return 3

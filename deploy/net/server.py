@@ -12,24 +12,24 @@ The standard health service says SERVING once the stage is loaded and
 NOT_SERVING from the moment shutdown begins.
 """
 import concurrent.futures
-import contextlib
 import logging
-import queue
 import threading
-import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import runfolder
-from deploy.chain import run_interpreter
 from deploy.exits import exit_taken
 from deploy.net import channels, codec, plan, stage_pb2, stage_pb2_grpc
+from deploy.net.calls import END as _END
+from deploy.net.calls import Call as _Stream
+from deploy.net.calls import Worker as _Worker
+from deploy.net.calls import ready as _ready
 from deploy.net.links import Link, OneShot, error_reply
+from deploy.net.streams import StreamLimit, Unparseable, stage_handler
 from deploy.stages import load_stages
 
 SERVICE_NAME = "coralstages.v1.Stage"
-_END = object()
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 log = logging.getLogger(__name__)
@@ -52,101 +52,17 @@ def _count(shape):
     return total
 
 
-class _Worker:
-    """The stage's interpreter, one request at a time (an interpreter is not thread-safe).
-
-    A request runs on the thread that read it, under a lock: one thread hand-off
-    less per hop than a worker thread with a queue, and requests of one stream
-    still run in the order they were read."""
-
-    def __init__(self, stage, delay_s):
-        self.stage, self.delay_s, self.processed = stage, delay_s, 0
-        self._lock = threading.Lock()
-
-    def submit(self, values, alive, done):
-        with self._lock:
-            if not alive():
-                outputs, failure = None, None      # the caller has gone (cancelled, deadline passed): skip
-            else:
-                try:
-                    if self.delay_s:
-                        time.sleep(self.delay_s)
-                    outputs, failure = run_interpreter(self.stage.interpreter, values), None
-                    self.processed += 1
-                except Exception as exc:  # noqa: BLE001  (this request fails; the stage goes on)
-                    outputs, failure = None, exc
-        done(outputs, failure)
-
-
-class _Stream:
-    """One upstream call: its replies, its requests inside this server, its link to the next stage."""
-
-    def __init__(self, servicer, context, unary=False):
-        self.servicer, self.context, self.unary = servicer, context, unary
-        self.replies = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._inside = set()
-        self._reading = True
-        self.link = None
-
-    def alive(self):
-        return self.context.is_active() and self.context.time_remaining() > 0
-
-    def admit(self, request_id):
-        with self._lock:
-            if request_id in self._inside:
-                return False
-            self._inside.add(request_id)
-            return True
-
-    def finish(self, reply):
-        """Sends a reply of an admitted request upstream and frees its place."""
-        with self._lock:
-            if reply.request_id not in self._inside:
-                return
-            self._inside.discard(reply.request_id)
-            self.servicer.slots.release()
-            ended = not self._reading and not self._inside
-        self.replies.put(reply)
-        if ended:
-            self._end()
-
-    def reject(self, reply):
-        self.replies.put(reply)
-
-    def done_reading(self):
-        with self._lock:
-            self._reading = False
-            ended = not self._inside
-        if ended:
-            self._end()
-
-    def cancel(self):
-        if self.link is not None:
-            self.link.cancel()
-        self.replies.put(_END)
-
-    def forward(self, request):
-        """Sends a request on to the next stage; a broken link (the next stage died) is replaced."""
-        if self.link is None or not self.link.send(request):
-            self.link = self.servicer.open_link(self, request)
-
-    def _end(self):
-        if self.link is not None:
-            self.link.close()
-        self.replies.put(_END)
-
-
 class StageServicer(stage_pb2_grpc.StageServicer):
     """The Stage service of one loaded stage: Process (stream), Run (one request), Describe."""
 
     def __init__(self, stage, stage_plan, next_address=None, tls=None, max_in_flight=32, exit_threshold=None,
-                 delay_s=0.0, max_message_bytes=None):
+                 delay_s=0.0, max_message_bytes=None, streams=None):
         self.stage, self.plan, self.next_address = stage, stage_plan, next_address
         self.max_in_flight, self.exit_threshold = max_in_flight, exit_threshold
         self.max_message_bytes = max_message_bytes
         self.slots = threading.BoundedSemaphore(max_in_flight)
         self.where = f"stage {stage_plan.index}"
+        self.streams = streams or StreamLimit(self.where, 16)
         self.worker = _Worker(stage, delay_s)
         self._expected = codec.Expected(stage_plan.receives)       # worked out once, not per request
         self._sends = [t["name"] for t in stage_plan.sends]
@@ -159,13 +75,25 @@ class StageServicer(stage_pb2_grpc.StageServicer):
         hop = f"stage {self.plan.index + 1} at {self.next_address} (hop from stage {self.plan.index})"
         remaining = stream.context.time_remaining()   # huge when the caller set no deadline
         kind = OneShot if stream.unary else Link
-        return kind(self._stub, hop, remaining if remaining < 1e6 else None, stream.finish, first)
+        return kind(self._stub, hop, _hop_deadline(remaining), stream.finish, first)
 
     # ------------------------------------------------------------ RPCs
 
     def Process(self, request_iterator, context):
         stream = _Stream(self, context)
+        if not self.streams.admit(stream):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.where} already serves {self.streams.max_streams} busy streams (--max-streams); "
+                          "retry later, or send on a stream you have open")
         context.add_callback(stream.cancel)
+        try:
+            yield from self._replies(request_iterator, stream)
+        finally:
+            self.streams.leave(stream)
+        if stream.failure:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, stream.failure)
+
+    def _replies(self, request_iterator, stream):
         if self.plan.is_last or self._stub is None:
             yield from self._answer_here(request_iterator, stream)
             return
@@ -212,7 +140,10 @@ class StageServicer(stage_pb2_grpc.StageServicer):
         while True:
             try:
                 self._take(next(requests), stream)
-            except Exception:  # noqa: BLE001  (the caller went away, or sent garbage: the stream ends)
+            except Unparseable as exc:
+                stream.failure = str(exc)
+                break
+            except Exception:  # noqa: BLE001  (the caller went away: the stream ends)
                 break
             while (reply := _ready(stream.replies)) is not None:
                 if reply is _END:
@@ -223,13 +154,17 @@ class StageServicer(stage_pb2_grpc.StageServicer):
             yield reply
 
     def _read(self, request_iterator, stream, unread):
-        # The caller going away (or sending garbage gRPC cannot parse) ends the stream, nothing else.
-        with contextlib.suppress(Exception):
+        # The caller going away ends the stream, nothing else; garbage ends it with INVALID_ARGUMENT.
+        try:
             for request in request_iterator:
                 while not unread.acquire(timeout=0.5):
                     if not stream.alive():
                         return
                 self._take(request, stream)
+        except Unparseable as exc:
+            stream.failure = str(exc)
+        except Exception:  # noqa: BLE001  (the caller went away)
+            pass
         stream.done_reading()
 
     def _take(self, request, stream):
@@ -277,19 +212,20 @@ class StageServicer(stage_pb2_grpc.StageServicer):
         stream.forward(stage_pb2.StageRequest(request_id=request_id, tensors=codec.encode(values, self._sends)))
 
 
-def _ready(replies):
-    """A reply already queued, or None."""
-    try:
-        return replies.get_nowait()
-    except queue.Empty:
+def _hop_deadline(remaining):
+    """The next hop's deadline: the caller's, less a margin for the reply to come back, so a hop that is
+    too slow is reported by name (stage K ... DEADLINE_EXCEEDED) before the caller's own deadline."""
+    if remaining >= 1e6:          # the caller set no deadline
         return None
+    return max(0.001, remaining - min(0.05, remaining * 0.2))
 
 
 class StageServer:
     """A started server: ``port``, ``health``, ``begin_shutdown()``, ``stop(grace)``."""
 
-    def __init__(self, server, servicer, health_servicer, port):
+    def __init__(self, server, servicer, health_servicer, port, stop_sweeper=None):
         self.server, self.servicer, self.health, self.port = server, servicer, health_servicer, port
+        self._stop_sweeper = stop_sweeper or threading.Event()
 
     def begin_shutdown(self):
         """NOT_SERVING from now on; requests still arrive until ``stop``."""
@@ -303,6 +239,7 @@ class StageServer:
         hang its caller on the way out.
         """
         self.begin_shutdown()
+        self._stop_sweeper.set()
         done = self.server.stop(grace).wait(grace + 2.0)
         if not done:
             log.warning("%s: gRPC did not confirm the shutdown within %.1f s; going on", self.servicer.where,
@@ -315,7 +252,7 @@ class StageServer:
 
 def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max_in_flight=32,
           exit_threshold=None, devices=None, num_threads=None, xnnpack=True, delay_s=0.0,
-          max_message_bytes=None, max_streams=16):
+          max_message_bytes=None, max_streams=16, stream_idle_s=300.0):
     """Loads stage ``index`` of a run folder and serves it; returns a StageServer (already SERVING).
 
     Args:
@@ -326,7 +263,10 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
       exit_threshold: early-exit confidence (None: off).
       delay_s: extra seconds before each run (rehearses a slow device).
       max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
-      max_streams: concurrent calls served; more get RESOURCE_EXHAUSTED from gRPC.
+      max_streams: Process streams served at once; the longest-idle one is closed to make room for a
+        new one, and RESOURCE_EXHAUSTED only when every stream is busy. Run, Describe and the
+        health service have threads of their own and always answer.
+      stream_idle_s: a stream without a request for this long is closed (UNAVAILABLE, saying why).
     Raises:
       ValueError: bad stage index, missing --next, bad address.
       runfolder.ManifestError: the run folder or a stage file is wrong.
@@ -340,16 +280,23 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
         channels.split_hosts(next_address)
     if max_in_flight < 1:
         raise ValueError(f"--max-in-flight must be 1 or more, got {max_in_flight}")
+    if max_streams < 1 or stream_idle_s <= 0:
+        raise ValueError(f"--max-streams must be 1 or more and --stream-idle-s above 0, got {max_streams} and "
+                         f"{stream_idle_s}")
     stage = load_stage(run_dir, manifest, index, devices, num_threads, xnnpack)
     limit = max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
-    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, delay_s, limit)
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_streams + 4,
+    streams = StreamLimit(f"stage {index}", max_streams, stream_idle_s)
+    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, delay_s, limit,
+                             streams)
+    # A thread for every stream and every admitted Run, and 4 more, so health checks never wait for one.
+    # No maximum_concurrent_rpcs: it counts health checks too, and idle streams then locked them out.
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_streams + max_in_flight + 4,
                                                                thread_name_prefix=f"stage-{index}-rpc"),
-                         maximum_concurrent_rpcs=max_streams + 4,
                          options=[("grpc.max_receive_message_length", limit),
                                   ("grpc.max_send_message_length", channels.DEFAULT_MAX_MESSAGE_BYTES),
+                                  ("grpc.max_connection_idle_ms", int(stream_idle_s * 1000)),
                                   *channels.SERVER_KEEPALIVE_OPTIONS])
-    stage_pb2_grpc.add_StageServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((stage_handler(servicer, SERVICE_NAME),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -359,6 +306,8 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
     if not port:
         raise ValueError(f"cannot listen on {listen}: the address is in use or not on this machine")
     server.start()
+    stop_sweeper = threading.Event()
+    threading.Thread(target=streams.run_sweeper, args=(stop_sweeper,), daemon=True, name=f"stage-{index}-idle").start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return StageServer(server, servicer, health_servicer, port)
+    return StageServer(server, servicer, health_servicer, port, stop_sweeper)

@@ -82,8 +82,8 @@ class Supervisor:
         except LaunchError as exc:
             self.say(f"stage {index} did not come back: {str(exc).splitlines()[0]}")
             self.started[index] = self.clock()
-            return None   # its process has exited: the next poll schedules it again (or gives up)
+            return   # its process has exited: the next poll schedules it again (or gives up)
         self.started[index] = self.clock()
         self.say(f"stage {index} serving again on {self.chain.addresses[index]} "
                  f"(pid {self.chain.processes[index].pid}, {self.clock() - began:.1f} s to start)")
-        return None
+        return

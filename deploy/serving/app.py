@@ -26,9 +26,9 @@ from starlette.concurrency import run_in_threadpool
 
 from datasets import ImageError
 from datasets.decode_limits import DecodeBusy
-from runfolder import ManifestError
 from deploy.serving.limits import BodySizeLimit
 from deploy.serving.upstream import UpstreamError
+from runfolder import ManifestError
 
 RAW_TYPES = ("image/", "application/octet-stream")
 ACCEPTED = "an image body (Content-Type image/png, image/jpeg, ... or application/octet-stream) " \

@@ -20,7 +20,12 @@ import socket
 import threading
 import uuid
 
-from deploy.serving.jobstore import MalformedRecord, RedisJobs, SqliteJobs, checked_options
+from deploy.serving.jobstore import (
+    MalformedRecord,
+    RedisJobs,
+    SqliteJobs,
+    checked_options,
+)
 
 LOG = logging.getLogger("deploy.serving")
 POLL_S = (0.02, 0.5)   # an idle worker thread looks for work this often: first, then backing off to
