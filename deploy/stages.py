@@ -90,6 +90,9 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
     where = f"stages[{entry['index']}]"
     for side, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details())):
         real = {d["name"]: d for d in details}
+        if not entry.get(side):
+            raise StageError(f"{where} in {run_dir}/manifest.json lists no {side} for {path}; re-run "
+                             f"`python -m quantize --run {run_dir}` to write the stage entries again")
         listed = [t["name"] for t in entry[side]]
         if sorted(listed) != sorted(real):
             _differs(f"{where}.{side} lists {_names(listed)}", f"the file has {_names(list(real))}", path, run_dir)
@@ -102,9 +105,10 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
             if tensor["dtype"] != _dtype_name(detail["dtype"]):
                 _differs(f"{field}.dtype is {tensor['dtype']}", f"the file has {_dtype_name(detail['dtype'])}",
                          path, run_dir)
-            if tensor.get("scale") is not None and not _close(tensor["scale"], scale):
+            listed_scale, listed_zero = _single(tensor.get("scale")), _single(tensor.get("zero_point"))
+            if listed_scale is not None and not _close(listed_scale, scale):
                 _differs(f"{field}.scale is {tensor['scale']}", f"the file has {scale}", path, run_dir)
-            if tensor.get("zero_point") is not None and int(tensor["zero_point"]) != int(zero_point):
+            if listed_zero is not None and int(listed_zero) != int(zero_point):
                 _differs(f"{field}.zero_point is {tensor['zero_point']}", f"the file has {zero_point}", path, run_dir)
 
 
@@ -116,6 +120,13 @@ def _differs(listed, real, path, run_dir):
 def _names(names):
     shown = ", ".join(repr(n[:80]) for n in names[:4])
     return f"[{shown}{', ...' if len(names) > 4 else ''}]"
+
+
+def _single(value):
+    """The one scale or zero point a tensor has (an empty list: a float tensor, 0); None for per-channel."""
+    if isinstance(value, list):
+        return 0 if not value else value[0] if len(value) == 1 else None
+    return value
 
 
 def _dtype_name(dtype):

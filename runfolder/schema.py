@@ -21,10 +21,17 @@ class OneOf:
         self.values = values
 
 
-FILE = {"path": str, "sha256": str}
-TENSOR = {"name": str, "shape": [int], "dtype": OneOf(*DTYPES), "scale?": Nullable(float),
-          "zero_point?": Nullable(int)}
-STAGE = {"index": int, "model": FILE, "inputs": [TENSOR], "outputs": [TENSOR], "compiled?": Nullable(FILE),
+class AnyOf:
+    def __init__(self, *kinds):
+        self.kinds = kinds
+
+
+FILE = {"path": str, "sha256?": str}
+# One scale and zero point, or one per channel (an empty list: a float tensor).
+TENSOR = {"name": str, "shape": [int], "dtype": OneOf(*DTYPES), "scale?": Nullable(AnyOf(float, [float])),
+          "zero_point?": Nullable(AnyOf(int, [int]))}
+# inputs/outputs: quantize writes them; deploy refuses a stage without them (deploy.stages.check_io).
+STAGE = {"index": int, "model": FILE, "inputs?": [TENSOR], "outputs?": [TENSOR], "compiled?": Nullable(FILE),
          "name?": str}
 MANIFEST = {
     "dataset?": Nullable({"input_spec?": Nullable({"height": int, "width": int, "channels": int}),
@@ -40,6 +47,9 @@ def problems(value, schema=None, where=""):
     schema = MANIFEST if schema is None else schema
     if isinstance(schema, Nullable):
         return [] if value is None else problems(value, schema.kind, where)
+    if isinstance(schema, AnyOf):
+        found = [problems(value, kind, where) for kind in schema.kinds]
+        return [] if any(not f for f in found) else found[0]
     if isinstance(schema, OneOf):
         return [] if value in schema.values else \
             [f"{where} is {_show(value)}, expected one of {', '.join(map(str, schema.values))}"]
@@ -82,7 +92,7 @@ def split_problems(manifest):
     described = {}
     for k, entry in enumerate(stages):
         for side in ("inputs", "outputs"):
-            for j, tensor in enumerate(entry[side]):
+            for j, tensor in enumerate(entry.get(side) or []):
                 described.setdefault(tensor["name"], (f"stages[{k}].{side}[{j}]", tensor))
     found = []
     for side in ("model_inputs", "model_outputs"):
