@@ -1,0 +1,40 @@
+"""Every model trains a step on the input shapes users bring, each in its own process, so a crash inside
+TensorFlow (SIGSEGV in oneDNN's 1x1 stride-2 weight gradient on RGB 64x64 before the fix) fails the
+test naming the signal instead of taking pytest down."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from training.models import MODELS
+
+SHAPES = [(28, 28, 1), (64, 64, 3), (96, 96, 3), (224, 224, 3)]
+
+STEP = """
+import sys
+import numpy as np
+from training.keras_setup import keras
+from training.models import build_model
+h, w, c = map(int, sys.argv[2:5])
+model = build_model(sys.argv[1], (h, w, c), 4)
+model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x = np.random.default_rng(0).random((64, h, w, c), dtype=np.float32)
+model.fit(x, np.arange(64) % 4, batch_size=64, epochs=1, verbose=0)
+print("trained")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_trains_a_step_on_every_input_shape(name, shape):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}   # the project's own setting
+    result = subprocess.run([sys.executable, "-c", STEP, name, *map(str, shape)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode < 0:
+        pytest.fail(f"{name} on {shape}: the training process died with {signal.Signals(-result.returncode).name}"
+                    f"; its output ends with:\n{result.stderr[-1500:]}")
+    assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-1500:]
