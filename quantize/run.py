@@ -36,7 +36,9 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     training = runfolder.require(manifest, "training", run_dir, "quantize")
     if "keras_model" not in training:
         raise runfolder.StepOrderError(
-            f"training in {run_dir} did not finish; run `python -m training --run {run_dir} --resume` first")
+            f"the training in {run_dir} did not finish (it stopped or crashed); run `python -m training --run "
+            f"{run_dir} --resume` to continue it, or `python -m training --run {run_dir} --overwrite ...` to start "
+            "over, then quantize")
     model_path = runfolder.verify_file(run_dir, training["keras_model"], "Keras model")
     splits_path = runfolder.verify_file(run_dir, section["splits"], "split file")
     print(f"loading {model_path} and the {section['name']} training split for calibration")

@@ -38,3 +38,26 @@ def test_every_model_trains_a_step_on_every_input_shape(name, shape):
         pytest.fail(f"{name} on {shape}: the training process died with {signal.Signals(-result.returncode).name}"
                     f"; its output ends with:\n{result.stderr[-1500:]}")
     assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_a_training_that_died_is_recognised_by_the_next_command(tmp_path):
+    """SIGKILL in the middle of fit leaves status running: the next training and quantize say so."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "training", "--run", str(run), "--epochs", "50",
+                             "-o", "variants=2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:   # killed as soon as one epoch is saved
+        if "val_loss" in line and (run / "checkpoints" / "epoch_001.keras").exists():
+            break
+    proc.kill()
+    proc.wait(30)
+    proc.stdout.close()
+    again = subprocess.run([sys.executable, "-m", "training", "--run", str(run)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert again.returncode == 2 and "the previous training in" in again.stderr and "did not finish" in again.stderr
+    assert f"python -m training --run {run} --resume" in again.stderr and "--overwrite" in again.stderr
+    assert "its last checkpoint is epoch" in again.stderr
+    quantize = subprocess.run([sys.executable, "-m", "quantize", "--run", str(run)], cwd=REPO, capture_output=True,
+                              text=True, timeout=300, check=False)
+    assert quantize.returncode == 2 and "did not finish (it stopped or crashed)" in quantize.stderr
+    assert f"python -m training --run {run} --resume" in quantize.stderr

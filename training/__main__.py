@@ -6,6 +6,7 @@
   python -m training --run runs/exits --exits after_block1,after_block2   (early-exit heads, seed 001)
 """
 import argparse
+import faulthandler
 import json
 import sys
 
@@ -44,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     args = parser.parse_args(argv)
+    # A crash inside TensorFlow's native code otherwise ends the process with no word after TensorFlow's own
+    # log lines; this prints where Python was (the run folder then says training did not finish).
+    faulthandler.enable()
     import datasets
     import runfolder
     from training.models import ModelError

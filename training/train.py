@@ -33,6 +33,10 @@ def prepare_run_folder(run_dir, resume, overwrite):
         if resume:
             return
         if not overwrite:
+            unfinished = unfinished_training(run)
+            if unfinished:
+                raise TrainingError(f"{unfinished}: continue it with `python -m training --run {run} --resume`, "
+                                    "or start over with --overwrite")
             raise TrainingError(f"run folder {run} already has files; pass --resume to continue its training "
                                 "or --overwrite to start it again")
         if not any((run / name).exists() for name in (runfolder.manifest.MANIFEST_NAME, "checkpoints", "data")):
@@ -41,6 +45,20 @@ def prepare_run_folder(run_dir, resume, overwrite):
     elif resume:
         raise TrainingError(f"--resume given but {run} has nothing to resume; leave --resume out")
     run.mkdir(parents=True, exist_ok=True)
+
+
+def unfinished_training(run_dir):
+    """What a run folder's manifest says of a training that started and never finished, or None."""
+    try:
+        manifest = runfolder.load(run_dir)
+    except runfolder.ManifestError:
+        return None
+    if (manifest.get("training") or {}).get("status") != "running":
+        return None
+    epoch, _ = latest_checkpoint(run_dir)
+    saved = f"its last checkpoint is epoch {epoch}" if epoch else "no epoch finished"
+    return (f"the previous training in {run_dir} did not finish (the process stopped or crashed while "
+            f"training; {saved})")
 
 
 def latest_checkpoint(run_dir):
