@@ -28,8 +28,22 @@ _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def to_model_input(pixels):
-    """uint8 pixels (H, W, C) or (N, H, W, C) -> float32 in [0, 1] (pixels / 255).
+# (mean, std) of a model's input: model input = (pixels - mean) / std.
+PIXELS_0_1 = (0.0, 255.0)            # splitnet, rgbnet: [0, 1]
+PIXELS_MINUS1_1 = (128.0, 128.0)     # MobileNets: [-1, 1) as Coral's models take it (uint8 input = raw pixels)
+
+
+def normalization_of(manifest):
+    """(mean, std) the run's model was trained with (``training.input_normalization``); [0, 1] if unset."""
+    found = ((manifest or {}).get("training") or {}).get("input_normalization")
+    return (float(found["mean"]), float(found["std"])) if found else PIXELS_0_1
+
+
+def to_model_input(pixels, normalization=PIXELS_0_1):
+    """uint8 pixels (H, W, C) or (N, H, W, C) -> float32 (pixels - mean) / std.
+
+    The default (0, 255) gives [0, 1]; (128, 128) gives [-1, 127/128] as Coral's MobileNets
+    take it, so a uint8 input quantized with scale 1/128 and zero point 128 is the raw pixels.
 
     Raises:
       ImageError: if ``pixels`` is not a uint8 array of 3 or 4 dimensions.
@@ -42,7 +56,15 @@ def to_model_input(pixels):
     if pixels.ndim not in (3, 4):
         raise ImageError(
             f"to_model_input expects shape (H, W, C) or (N, H, W, C), got {pixels.shape}")
-    return pixels.astype(np.float32) / np.float32(255.0)
+    mean, std = normalization
+    return (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
+
+
+def range_sample(shape):
+    """One image holding every pixel value 0..255: calibrating with it makes the int8 input's range
+    exactly the pixels' range, so the input scale is 1/std and the zero point the mean (raw pixels)."""
+    count = int(np.prod(shape))
+    return (np.arange(count) % 256).astype(np.uint8).reshape(shape)
 
 
 def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_PIXELS, budget=None):

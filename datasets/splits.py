@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 
 from datasets.core import DatasetError
-from datasets.preprocess import to_model_input
+from datasets.preprocess import PIXELS_0_1, range_sample, to_model_input
 
 SPLITS = ("train", "val", "test")
 
@@ -82,8 +82,9 @@ def load_splits(path):
     return {name: splits[name].astype(np.int64) for name in SPLITS}
 
 
-def representative_samples(dataset, splits, count=200, seed=0):
-    """``count`` float32 model inputs drawn from the TRAIN split only, for int8 calibration.
+def representative_samples(dataset, splits, count=200, seed=0, normalization=PIXELS_0_1):
+    """``count`` float32 model inputs drawn from the TRAIN split only, for int8 calibration, and one
+    ``range_sample`` first (so the int8 input covers every pixel value).
 
     Calibrating on test images would leak them into the quantized model. If the
     train split has fewer than ``count`` samples, all of them are returned.
@@ -103,7 +104,8 @@ def representative_samples(dataset, splits, count=200, seed=0):
                       f"{len(train)}; using all of them", stacklevel=2)
         count = len(train)
     chosen = np.sort(np.random.default_rng(seed).choice(train, size=count, replace=False))
-    return to_model_input(dataset.images[chosen])
+    images = np.concatenate([range_sample(dataset.images.shape[1:])[np.newaxis], dataset.images[chosen]])
+    return to_model_input(images, normalization)
 
 
 def _check_fractions(fractions):

@@ -65,7 +65,7 @@ def check_feed(feeds, described, where):
 class StageChain:
     """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
 
-    def __init__(self, stages, output_names=None, input_names=None, exits=None):
+    def __init__(self, stages, output_names=None, input_names=None, exits=None, normalization=None):
         """Checks that every stage input is a model input or an earlier stage's output.
 
         Args:
@@ -77,8 +77,10 @@ class StageChain:
             that joins the graph late).
           exits: {stage index: stage manifest entry} of stages ending at an
             early-exit head (``deploy.exits.stage_exits``); used by ``run_with_exit``.
+          normalization: (mean, std) of the model input (``datasets.normalization_of``); None: [0, 1].
         """
         self.exits = dict(exits or {})
+        self.normalization = normalization
         if not stages:
             raise ChainError("the chain has no stages")
         self.stages = list(stages)

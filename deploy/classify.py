@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from datasets.preprocess import to_model_input
+from datasets.preprocess import PIXELS_0_1, to_model_input
 from deploy.chain import StageChain
 from deploy.runtime import make_interpreter
 from deploy.tensors import dequantize, quantize, softmax
@@ -29,20 +29,35 @@ def describe_details(details):
     return described
 
 
-def whole_model_chain(path, num_threads=None):
-    """A one-stage chain over an unsplit model file (e.g. the reference int8 model)."""
+def whole_model_chain(path, num_threads=None, normalization=None):
+    """A one-stage chain over an unsplit model file (e.g. the reference int8 model); ``normalization``
+    (mean, std) of its input as for StageChain."""
     interpreter = make_interpreter(path, num_threads=num_threads)
     stage = WholeModel(0, "whole", str(path), describe_details(interpreter.get_input_details()),
                        describe_details(interpreter.get_output_details()), "cpu", "unsplit model", interpreter)
-    return StageChain([stage])
+    return StageChain([stage], normalization=normalization)
+
+
+def raw_pixels_exact(tensor, normalization):
+    """True when quantizing (pixels - mean) / std with the input tensor's parameters gives the pixels back:
+    a uint8 input of scale 1/std and zero point mean, as Coral's models have (1/128, 128 for [-1, 1))."""
+    mean, std = normalization
+    scale, zero = tensor.get("scale"), tensor.get("zero_point")
+    if tensor.get("dtype") != "uint8" or not isinstance(scale, (int, float)) or not isinstance(zero, (int, float)):
+        return False
+    return abs(float(scale) * std - 1.0) < 1e-6 and int(zero) == mean
 
 
 def image_feed(chain, pixels):
-    """Quantized feed for a single-input chain from uint8 pixels (H, W, C)."""
+    """Quantized feed for a single-input chain from uint8 pixels (H, W, C): the pixels themselves when the
+    input contract allows (no arithmetic, as Coral's examples feed), else normalized, then quantized."""
     if len(chain.inputs) != 1:
         raise ValueError(f"the chain has {len(chain.inputs)} inputs; images feed single-input models only")
     tensor = chain.inputs[0]
-    values = to_model_input(pixels)[np.newaxis]
+    normalization = getattr(chain, "normalization", None) or PIXELS_0_1
+    if raw_pixels_exact(tensor, normalization):
+        return {tensor["name"]: np.ascontiguousarray(pixels, dtype=np.uint8)[np.newaxis]}
+    values = to_model_input(pixels, normalization)[np.newaxis]
     return {tensor["name"]: quantize(values, tensor)}
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 import runfolder
 from datasets import InputSpec, load_image
+from datasets.preprocess import normalization_of
 from deploy import bench
 from deploy.chain import StageChain
 from deploy.classify import classify, evaluate
@@ -28,7 +29,7 @@ def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True)
     inputs = [t["name"] for t in split.get("model_inputs", [])]
     available = {t["name"] for s in stages for t in s.outputs}
     chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None,
-                       stage_exits(manifest))
+                       stage_exits(manifest), normalization_of(manifest))
     return manifest, chain
 
 

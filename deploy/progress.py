@@ -21,7 +21,8 @@ def printer(label, stream=None):
             return
         last = now
         rate = done / max(now - start, 1e-9)
-        text = f"{label}: {done}/{total} ({rate:.0f}/s)"
+        # "evaluated 172 of 172 samples", not "172/172": that read like 172 of 172 correct
+        text = f"{label}: {'evaluated' if finished else 'evaluating'} {done} of {total} samples ({rate:.0f}/s)"
         stream.write(f"\r{text}" + ("\n" if finished else "") if interactive else text + "\n")
         stream.flush()
 

@@ -20,6 +20,7 @@ import numpy as np
 
 import runfolder
 from datasets import to_model_input
+from datasets.preprocess import PIXELS_0_1, normalization_of
 from deploy.classify import evaluate, whole_model_chain
 from deploy.progress import printer
 from quantize import tflite_schema as fb
@@ -159,9 +160,9 @@ def unfolded(reference, candidate):
     return found
 
 
-def predictions_of(model, images, batch_size=256):
+def predictions_of(model, images, normalization=PIXELS_0_1, batch_size=256):
     """Predicted class per sample of a float Keras model (the main output when it has exit heads)."""
-    logits = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
+    logits = model.predict(to_model_input(images, normalization), batch_size=batch_size, verbose=0)
     if isinstance(logits, (list, tuple)):
         logits = logits[0]
     return np.argmax(logits, axis=-1).astype(np.int64)
@@ -172,15 +173,16 @@ def wanted(asked, auto, drop, threshold):
     return bool(asked or (auto and drop > threshold))
 
 
-def _int8_accuracy(path, images, labels, label):
-    return evaluate(whole_model_chain(path), images, labels, printer(label))
+def _int8_accuracy(path, images, labels, label, normalization):
+    return evaluate(whole_model_chain(path, normalization=normalization), images, labels, printer(label))
 
 
 def qat_candidate(run_dir, model, data, splits, representative, io_type, epochs, finish, learning_rate,
-                  exit_weight=0.3, seed=0):
+                  exit_weight=0.3, seed=0, normalization=PIXELS_0_1):
     """Fine-tunes and converts the QAT model; writes ``model_int8_qat.tflite`` (after ``finish``:
     the same exit-head ordering and op-version lowering as PTQ). Returns (path, history, rewrites)."""
-    split = {k: (to_model_input(data.images[splits[k]]), data.labels[splits[k]]) for k in ("train", "val")}
+    split = {k: (to_model_input(data.images[splits[k]], normalization), data.labels[splits[k]])
+             for k in ("train", "val")}
     int8_bytes, history = convert_qat_int8(model, split["train"], split["val"], representative, io_type,
                                            epochs, learning_rate, exit_weight=exit_weight, seed=seed)
     int8_bytes = keras_tensor_names(int8_bytes, [layer.name for layer in model.layers])
@@ -226,6 +228,7 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
       reason, predictions, op_version_rewrites when QAT is chosen, and "accuracy": {ptq, qat}).
     """
     training = training or {}
+    normalization = normalization_of({"training": training})
 
     def drop_of(result):
         return 100.0 * (float_accuracy - result["accuracy"])
@@ -233,7 +236,7 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
     ptq_drop = drop_of(ptq_result)
     fields = {"method": "ptq", "ptq": {"accuracy": ptq_result["accuracy"], "drop_points": ptq_drop},
               "qat": None, "auto_qat": bool(auto)}
-    predictions = {"float": predictions_of(model, images), "ptq": ptq_result["predictions"]}
+    predictions = {"float": predictions_of(model, images, normalization), "ptq": ptq_result["predictions"]}
     for stale in ("model_int8_ptq.tflite", "model_int8_qat.tflite"):
         (int8_path.parent / stale).unlink(missing_ok=True)
     if not wanted(asked, auto, ptq_drop, threshold):
@@ -250,7 +253,7 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
         try:
             qat_path, history, rewrites = qat_candidate(
                 run_dir, model, data, splits, representative, io_type, epochs, finish, learning_rate,
-                float(training.get("exit_loss_weight", 0.3)))
+                float(training.get("exit_loss_weight", 0.3)), normalization=normalization)
         except QuantizeError as exc:
             if asked:
                 raise
@@ -259,10 +262,12 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
             ptq_path.unlink()
             fields.update(chosen="ptq", reason=f"automatic QAT could not run: {exc}")
             return _with_predictions(run_dir, labels, predictions, fields, ptq_result)
-        qat_result = _int8_accuracy(qat_path, images, labels, "QAT int8 accuracy")
+        qat_result = _int8_accuracy(qat_path, images, labels, "QAT int8 accuracy", normalization)
         val_images, val_labels = data.images[splits["val"]], data.labels[splits["val"]]
-        ptq_val = _int8_accuracy(ptq_path, val_images, val_labels, "PTQ int8 validation accuracy")["accuracy"]
-        qat_val = _int8_accuracy(qat_path, val_images, val_labels, "QAT int8 validation accuracy")["accuracy"]
+        ptq_val = _int8_accuracy(ptq_path, val_images, val_labels, "PTQ int8 validation accuracy",
+                                 normalization)["accuracy"]
+        qat_val = _int8_accuracy(qat_path, val_images, val_labels, "QAT int8 validation accuracy",
+                                 normalization)["accuracy"]
         lost = unfolded(ptq_path, qat_path)
         chosen, reason = choose(ptq_val, qat_val, lost)
         fields["ptq"].update(val_accuracy=ptq_val, model=runfolder.file_record(run_dir, ptq_path))

@@ -4,6 +4,7 @@ import sys
 
 import datasets
 import runfolder
+from datasets.preprocess import normalization_of
 from deploy.classify import evaluate, whole_model_chain
 from deploy.commands import load_test_set
 from deploy.exits import output_accuracies
@@ -45,7 +46,8 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     model = keras.models.load_model(model_path)
     data = datasets.load_dataset(section["name"], **section["options"])
     splits = datasets.load_splits(splits_path)
-    representative = datasets.representative_samples(data, splits, samples)
+    normalization = normalization_of(manifest)
+    representative = datasets.representative_samples(data, splits, samples, normalization=normalization)
     print(f"converting to full int8 ({io_type} input/output) with {len(representative)} calibration samples")
     int8_path = pathlib.Path(run_dir) / "model_int8.tflite"
     exits = training.get("exits") or []
@@ -64,7 +66,8 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     int8_bytes, rewrites = finish(convert_int8(model, representative, io_type))
     int8_path.write_bytes(int8_bytes)
     images, labels = load_test_set(run_dir, manifest)
-    result = evaluate(whole_model_chain(int8_path), images, labels, printer("int8 accuracy"))
+    result = evaluate(whole_model_chain(int8_path, normalization=normalization), images, labels,
+                      printer("int8 accuracy"))
     result, chosen = choose_int8(
         run_dir, int8_path, result, manifest.get("accuracy", {}).get("float", result["accuracy"]), model=model,
         data=data, splits=splits, representative=representative, io_type=io_type, finish=finish, images=images,
@@ -75,7 +78,8 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     accuracy.update(chosen.pop("accuracy"))
     accuracy.pop("chain", None)
     if exits:
-        accuracy["exits"] = output_accuracies(whole_model_chain(int8_path), images, labels, exits)
+        accuracy["exits"] = output_accuracies(whole_model_chain(int8_path, normalization=normalization), images,
+                                              labels, exits)
     drop = 100.0 * (accuracy.get("float", result["accuracy"]) - result["accuracy"])
     print(f"accuracy on {len(labels)} test samples: float {accuracy.get('float', float('nan')):.4f}, "
           f"int8 {result['accuracy']:.4f} (drop {drop:+.2f} points)")

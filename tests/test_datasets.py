@@ -201,19 +201,23 @@ def test_representative_samples_only_from_train():
     ds = _constant_dataset(120)
     splits = make_splits(ds, seed=3)
     reps = representative_samples(ds, splits, count=50, seed=0)
-    assert reps.dtype == np.float32 and reps.shape == (50, 4, 4, 1)
+    assert reps.dtype == np.float32 and reps.shape == (51, 4, 4, 1), "the range sample, then 50 train images"
+    assert np.array_equal(np.rint(reps[0] * 255).ravel(), np.arange(16)), "every pixel value, for the input range"
+    reps = reps[1:]
     ids = set(np.rint(reps[:, 0, 0, 0] * 255).astype(int))
     assert len(ids) == 50 and ids <= set(splits["train"].tolist())
     again = representative_samples(ds, splits, count=50, seed=0)
-    assert np.array_equal(reps, again)
+    assert np.array_equal(reps, again[1:])
     with pytest.warns(UserWarning, match="using all of them"):
         everything = representative_samples(ds, splits, count=10_000)
-    assert len(everything) == len(splits["train"])
+    assert len(everything) == len(splits["train"]) + 1
 
 
 def test_representative_samples_digits(digits, digits_splits):
-    reps = representative_samples(digits, digits_splits, count=200)
+    reps = representative_samples(digits, digits_splits, count=200)[1:]
     assert reps.shape == (200, 28, 28, 1) and 0.0 <= reps.min() and reps.max() <= 1.0
+    minus1_1 = representative_samples(digits, digits_splits, count=5, normalization=(128.0, 128.0))
+    assert minus1_1.min() == -1.0 and minus1_1.max() == 127 / 128
     train_bytes = {digits.images[i].tobytes() for i in digits_splits["train"]}
     pixels = np.rint(reps * 255).astype(np.uint8)
     assert all(p.tobytes() in train_bytes for p in pixels)

@@ -32,7 +32,19 @@ def main(argv=None):
     parser.add_argument("--dataset", default="digits", help="data set name (default: digits, embedded)")
     parser.add_argument("-o", "--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. noise=0.1, size=32, path=/data/imgs)")
-    parser.add_argument("--model", default="splitnet", help="splitnet (grey, seed 000) or rgbnet")
+    parser.add_argument("--model", default=None,
+                        help="splitnet (grey, seed 000), rgbnet, mobilenet_v1, mobilenet_v2, mobilenet_v3_small, "
+                             "mobilenet_v3_large (default: splitnet for small grey images, else mobilenet_v2)")
+    parser.add_argument("--alpha", type=float, default=None, help="a backbone's width (e.g. 0.35 for mobilenet_v2)")
+    parser.add_argument("--weights", default="none",
+                        help="a backbone's weights: imagenet (downloaded), a local .h5 file, or none (default)")
+    parser.add_argument("--fine-tune-layers", type=int, default=0,
+                        help="after training the head, also train the backbone's top N layers (BatchNorm stays "
+                             "frozen) at a tenth of the learning rate")
+    parser.add_argument("--fine-tune-epochs", type=int, default=None,
+                        help="epochs of fine-tuning (default: as many as --epochs when --fine-tune-layers is set)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="resize the images to this size (the data set's size option), e.g. 96 or 224")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -51,14 +63,20 @@ def main(argv=None):
     import datasets
     import runfolder
     from training.models import ModelError
-    from training.train import (
+    from training.train import (  # imports TensorFlow: after --help
         TrainingError,
-        train,  # imports TensorFlow: after --help
+        Transfer,
+        train,
     )
+    fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else \
+        (args.epochs if args.fine_tune_layers else 0)
+    transfer = Transfer(alpha=args.alpha, weights=None if args.weights.lower() == "none" else args.weights,
+                        fine_tune_layers=args.fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
+                        input_size=args.input_size)
     try:
         train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
               args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
-              exits=args.exits, exit_weight=args.exit_weight)
+              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer)
     except (TrainingError, ModelError, datasets.DatasetError, runfolder.ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ a 1x1x10 reshape. ``rgbnet`` is a small colour model for ``shapes``/``folder``.
 Both end in logits (no softmax): int8 logits keep more resolution for the
 arg-max than an int8 softmax, and scores are a softmax at deploy time.
 """
+from datasets.preprocess import PIXELS_0_1, PIXELS_MINUS1_1
+from training.backbones import BACKBONES, BackboneError, build_backbone_model
 from training.keras_setup import keras
 
 layers = keras.layers
@@ -90,7 +92,24 @@ def rgbnet(input_shape=(32, 32, 3), classes=4):
     return keras.Model(inputs, x, name="rgbnet")
 
 
-MODELS = {"splitnet": splitnet, "rgbnet": rgbnet}
+MODELS = {"splitnet": splitnet, "rgbnet": rgbnet, **{name: None for name in BACKBONES}}
+BOUNDARIES.update({name: list(backbone.boundaries) for name, backbone in BACKBONES.items()})
+# (mean, std) each model's input is normalized with: model input = (pixels - mean) / std.
+NORMALIZATION = {"splitnet": PIXELS_0_1, "rgbnet": PIXELS_0_1, **{name: PIXELS_MINUS1_1 for name in BACKBONES}}
+DEFAULT_BACKBONE = "mobilenet_v2"
+
+
+def choose_model(input_shape):
+    """(model name, why) for data of this shape: the seed's splitnet for small grey images, a MobileNetV2
+    for colour or larger ones (rgbnet stays available with --model rgbnet)."""
+    height, width, channels = input_shape
+    if channels == 1 and max(height, width) <= 64:
+        return "splitnet", f"grey {width}x{height} images"
+    return DEFAULT_BACKBONE, f"{'colour' if channels == 3 else 'grey'} {width}x{height} images"
+
+
+def is_backbone(name):
+    return name in BACKBONES
 
 MAIN_OUTPUT = "logits"
 
@@ -141,10 +160,21 @@ def check_model_name(name):
         raise ModelError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
 
 
-def build_model(name, input_shape, classes, exits=()):
-    """Builds a registered model for the data's input shape and class count, with exit heads if asked."""
+def build_model(name, input_shape, classes, exits=(), alpha=None, weights=None):
+    """Builds a registered model for the data's input shape and class count, with exit heads if asked.
+
+    ``alpha`` and ``weights`` are for backbones (training.backbones); the small models take neither.
+    """
     check_model_name(name)
-    model = MODELS[name](tuple(input_shape), classes)
+    if is_backbone(name):
+        try:
+            model = build_backbone_model(name, tuple(input_shape), classes, alpha, weights)
+        except BackboneError as exc:
+            raise ModelError(str(exc)) from None
+    elif alpha is not None or weights is not None:
+        raise ModelError(f"--alpha and --weights are for the backbones ({', '.join(BACKBONES)}), not {name}")
+    else:
+        model = MODELS[name](tuple(input_shape), classes)
     if exits:
         check_exits(name, exits)
         model = add_exits(model, exits, classes)

@@ -6,6 +6,7 @@ held-out test set (``data/``), and the ``dataset`` and ``training`` parts of the
 manifest.
 """
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -18,8 +19,22 @@ import numpy as np
 
 import datasets
 import runfolder
-from training import models, plots
+from training import backbones, models, plots
 from training.keras_setup import keras, tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """How a backbone is built and trained (ignored by the small models)."""
+    alpha: float = None               # width multiplier; None: the backbone's default
+    weights: str = None               # "imagenet", a weights file, or None (random)
+    fine_tune_layers: int = 0         # backbone layers opened after the head is trained (BatchNorm stays frozen)
+    fine_tune_epochs: int = 0
+    input_size: int = None            # image size asked of the data set (its "size" option)
+    fine_tune_from_epoch: int = None  # recorded in the manifest: where fine-tuning began
+
+    def model_options(self):
+        return {"alpha": self.alpha, "weights": self.weights}
 
 
 class TrainingError(ValueError):
@@ -135,13 +150,16 @@ def _with_main_aliases(history):
     return history
 
 
-def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet", epochs=8,
+def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=8,
           batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
-          verbose=None, exits=(), exit_weight=0.3):
+          verbose=None, exits=(), exit_weight=0.3, *, transfer=None):
     """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
 
-    ``exits`` names boundaries that get an early-exit head, trained jointly with
-    the main head (loss weight 1) at ``exit_weight`` each (seed 001).
+    ``model_name`` None picks one for the data (``models.choose_model``). ``exits`` names
+    boundaries that get an early-exit head, trained jointly with the main head (loss weight 1)
+    at ``exit_weight`` each (seed 001). ``transfer`` (a ``Transfer``) sets a backbone's width,
+    weights and fine-tuning: the head is trained on the frozen backbone for ``epochs``, then the
+    top ``fine_tune_layers`` for ``fine_tune_epochs`` more at a tenth of the learning rate.
 
     Raises:
       TrainingError, datasets.DatasetError, models.ModelError: with what to change.
@@ -155,15 +173,28 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         section = manifest["dataset"]
         dataset, dataset_options = section["name"], section["options"]
         model_name, seed = manifest["training"]["model"], section["split_seed"]
+        transfer = Transfer(**manifest["training"]["transfer"]) if manifest["training"].get("transfer") else None
         exits = [e["boundary"] for e in manifest["training"].get("exits", [])]
         exit_weight = manifest["training"].get("exit_loss_weight", exit_weight)
-    models.check_model_name(model_name)  # before the run folder is touched
+    if model_name is not None:
+        models.check_model_name(model_name)  # before the run folder is touched
+    transfer = transfer or Transfer()
     exits = list(exits or [])
     if exits:
+        if model_name is None:
+            raise TrainingError("--exits needs --model: the boundaries are the model's own")
         models.check_exits(model_name, exits)
         if not exit_weight > 0:
             raise TrainingError(f"--exit-weight must be above 0, got {exit_weight}")
-    data = datasets.load_dataset(dataset, **(dataset_options or {}))
+    dataset_options = dict(dataset_options or {})
+    if transfer.input_size:
+        dataset_options["size"] = transfer.input_size
+    data = datasets.load_dataset(dataset, **dataset_options)
+    if model_name is None:
+        model_name, why = models.choose_model(data.images.shape[1:])
+        print(f"model: {model_name} (the default for {why}; --model to choose another)")
+    if not models.is_backbone(model_name) and transfer != Transfer(input_size=transfer.input_size):
+        raise TrainingError(f"--alpha, --weights and --fine-tune-* are for the backbones, not {model_name}")
     prepare_run_folder(run_dir, resume, overwrite)
     keras.utils.set_random_seed(seed)
     if manifest is not None:
@@ -173,39 +204,56 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         manifest = runfolder.load(run_dir, create=True)
         manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
         # Saved before fitting, so an interrupted run can be resumed with the same data and model.
-        manifest["training"] = {"model": model_name, "status": "running"}
+        manifest["training"] = {"model": model_name, "status": "running",
+                                "transfer": dataclasses.asdict(transfer) if models.is_backbone(model_name) else None}
         if exits:
             manifest["training"].update(exits=_exit_entries(exits), exit_loss_weight=exit_weight)
         runfolder.save(run_dir, manifest)
-    x = {k: datasets.to_model_input(data.images[idx]) for k, idx in splits.items()}
+    normalization = models.NORMALIZATION[model_name]
+    x = {k: datasets.to_model_input(data.images[idx], normalization) for k, idx in splits.items()}
     y = {k: data.labels[idx] for k, idx in splits.items()}
     start_epoch, checkpoint = latest_checkpoint(run_dir) if resume else (0, None)
     if checkpoint:
         print(f"resuming from {checkpoint} (epoch {start_epoch})")
         model = keras.models.load_model(checkpoint)
     else:
-        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names), exits)
-        _compile(model, learning_rate, exits, exit_weight)
+        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names), exits,
+                                   **transfer.model_options() if models.is_backbone(model_name) else {})
     if exits:  # one label array per output, main head first
         y = {k: [v] * (1 + len(exits)) for k, v in y.items()}
     ckpt_dir = pathlib.Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     history_csv = os.path.join(run_dir, "history.csv")
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
-        keras.callbacks.CSVLogger(history_csv, append=bool(checkpoint)),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-    ]
-    if start_epoch < epochs:
-        model.fit(x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=epochs,
-                  initial_epoch=start_epoch, batch_size=batch_size, callbacks=callbacks, verbose=verbose)
-    else:
-        print(f"already trained {start_epoch} epochs (asked for {epochs}); nothing to do")
+
+    def callbacks(append):
+        return [keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
+                keras.callbacks.CSVLogger(history_csv, append=append),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+    phases = [(epochs, 0, learning_rate)]   # (last epoch, layers open, learning rate)
+    if models.is_backbone(model_name) and transfer.fine_tune_layers and transfer.fine_tune_epochs:
+        phases.append((epochs + transfer.fine_tune_epochs, transfer.fine_tune_layers, learning_rate / 10.0))
+    total = phases[-1][0]
+    for phase, (last, open_layers, rate) in enumerate(phases):
+        first = 0 if phase == 0 else phases[phase - 1][0]
+        if start_epoch >= last:
+            continue
+        if models.is_backbone(model_name):
+            opened = backbones.set_trainable(model, open_layers)
+            print(f"{'fine-tuning:' if phase else 'training the head on the frozen backbone:'} "
+                  f"{opened} backbone layers trainable, learning rate {rate:g}, epochs {first + 1}-{last}")
+        if not (checkpoint and phase == 0 and not models.is_backbone(model_name)):
+            _compile(model, rate, exits, exit_weight)   # a resumed small model keeps its optimizer state
+        model.fit(x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=last,
+                  initial_epoch=max(start_epoch, first), batch_size=batch_size,
+                  callbacks=callbacks(append=bool(checkpoint) or phase > 0), verbose=verbose)
+    if start_epoch >= total:
+        print(f"already trained {start_epoch} epochs (asked for {total}); nothing to do")
     model_path = pathlib.Path(run_dir) / "model.keras"
     model.save(model_path)
     history = _with_main_aliases(_read_history(history_csv))
     (pathlib.Path(run_dir) / "history.json").write_text(json.dumps(history, indent=1))
-    plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}")
+    fine_tune_from = epochs + 1 if len(phases) > 1 else None
+    plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}", fine_tune_from)
     scores = model.evaluate(x["test"], y["test"], verbose=0, return_dict=True)
     test_accuracy = scores[f"{models.MAIN_OUTPUT}_accuracy" if exits else "accuracy"]
     manifest["training"] = {
@@ -214,6 +262,9 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name="splitnet"
         "epochs_run": len(history.get("loss", [])), "epochs_asked": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
         "history": "history.json", "plot": "history.png",
+        "input_normalization": {"mean": normalization[0], "std": normalization[1]},
+        "transfer": dict(dataclasses.asdict(transfer), fine_tune_from_epoch=fine_tune_from)
+        if models.is_backbone(model_name) else None,
     }
     if exits:
         manifest["training"]["exit_loss_weight"] = exit_weight
