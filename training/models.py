@@ -115,8 +115,9 @@ MAIN_OUTPUT = "logits"
 
 
 def exit_output_name(boundary):
-    """The Keras output (and layer) name of the exit head at ``boundary``."""
-    return f"exit_{boundary}"
+    """The Keras output (and layer) name of the exit head at ``boundary`` ("/" in a backbone's layer names
+    would open a TensorFlow name scope)."""
+    return "exit_" + boundary.replace("/", "_")
 
 
 def check_exits(model_name, exits):

@@ -1,0 +1,93 @@
+"""Backbones for transfer learning: weights from a local file are really used, block ends are named,
+unsuitable choices are refused with the fix, and every backbone goes to full int8 with a uint8 input
+that is the raw pixels, maps to the Edge TPU in the pre-flight check, and splits bit-exactly."""
+import numpy as np
+import pytest
+
+from datasets.preprocess import PIXELS_MINUS1_1
+from deploy.classify import image_feed, raw_pixels_exact
+from deploy.commands import open_chain, verify_run
+from training.backbones import BACKBONES, set_trainable
+from training.keras_setup import keras
+from training.models import ModelError, build_model, choose_model, exit_output_name
+
+SHAPE = (96, 96, 3)
+
+
+def test_a_local_weights_file_is_what_the_backbone_computes_with(tmp_path):
+    keras.utils.set_random_seed(1)
+    source = keras.applications.MobileNetV2(input_shape=SHAPE, include_top=False, weights=None, alpha=0.35)
+    path = tmp_path / "mobilenet_v2_0.35_no_top.h5"
+    source.save_weights(path)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, *SHAPE)).astype(np.float32)
+    expected = source(x, training=False).numpy()
+
+    def features(model):
+        return keras.Model(model.input, model.get_layer("out_relu").output)(x, training=False).numpy()
+    keras.utils.set_random_seed(2)
+    loaded = build_model("mobilenet_v2", SHAPE, 4, alpha=0.35, weights=str(path))
+    random = build_model("mobilenet_v2", SHAPE, 4, alpha=0.35, weights=None)
+    def off(got):   # relative: a randomly initialised MobileNet's activations are tiny
+        return float(np.abs(got - expected).max() / np.abs(expected).max())
+    assert np.abs(expected).max() > 0
+    assert off(features(loaded)) < 1e-4
+    assert off(features(random)) > 0.1, "without the file the weights differ"
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_block_ends_are_named_at_a_quarter_eighth_sixteenth_and_thirty_second(name):
+    model = build_model(name, SHAPE, 3)
+    sizes = [model.get_layer(b).output.shape[1] for b in BACKBONES[name].boundaries]
+    assert sizes == [24, 12, 6, 3]
+    with_exits = build_model(name, SHAPE, 3, exits=list(BACKBONES[name].boundaries[1:3]))
+    assert with_exits.output_names[1:] == [exit_output_name(b) for b in BACKBONES[name].boundaries[1:3]]
+
+
+def test_unsuitable_choices_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(ModelError, match="takes RGB images, the data has 1 channel"):
+        build_model("mobilenet_v2", (96, 96, 1), 3)
+    with pytest.raises(ModelError, match="at least 32x32.*--input-size"):
+        build_model("mobilenet_v1", (28, 28, 3), 3)
+    with pytest.raises(ModelError, match="--alpha 0.3 is not built for mobilenet_v2; choose one of 0.35"):
+        build_model("mobilenet_v2", SHAPE, 3, alpha=0.3)
+    with pytest.raises(ModelError, match="no such file"):
+        build_model("mobilenet_v2", SHAPE, 3, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ModelError, match="are for the backbones"):
+        build_model("splitnet", (28, 28, 1), 10, alpha=0.5)
+    assert choose_model((28, 28, 1))[0] == "splitnet"
+    assert choose_model((64, 64, 3))[0] == choose_model((224, 224, 1))[0] == "mobilenet_v2"
+
+
+def test_fine_tuning_opens_the_top_layers_and_keeps_batch_norm_frozen():
+    model = build_model("mobilenet_v2", SHAPE, 3)
+    assert set_trainable(model, 0) == 0 and model.get_layer("logits").trainable
+    opened = set_trainable(model, 12)
+    trainable = [layer for layer in model.layers if layer.trainable and layer.weights and layer.name != "logits"]
+    assert opened == len(trainable) and 0 < opened <= 12
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    assert model.get_layer("Conv_1").trainable and not model.get_layer("Conv1").trainable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_exactly(name, tmp_path):
+    from quantize.run import quantize_run
+    from training.train import Transfer, train
+    run = tmp_path / name
+    fine = Transfer(fine_tune_layers=6, fine_tune_epochs=1) if name == "mobilenet_v2" else None
+    manifest = train(str(run), "shapes", {"size": 96, "samples": 60, "classes": 3}, name, epochs=1, verbose=0,
+                     transfer=fine)
+    assert manifest["training"]["input_normalization"] == {"mean": 128.0, "std": 128.0}
+    if fine:
+        assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["transfer"]["fine_tune_from_epoch"] == 2
+    manifest = quantize_run(str(run), stages=2, samples=20, auto_qat=False)
+    tensor = manifest["stages"][0]["inputs"][0]
+    assert (tensor["dtype"], tensor["scale"], tensor["zero_point"]) == ("uint8", 1 / 128, 128)
+    chain = open_chain(run)[1]
+    pixels = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
+    assert chain.normalization == PIXELS_MINUS1_1 and raw_pixels_exact(tensor, chain.normalization)
+    assert np.array_equal(image_feed(chain, pixels)[tensor["name"]][0], pixels), "the raw pixels, no arithmetic"
+    placements = [manifest["stages"][k]["preflight"] for k in (0, 1)]
+    assert all(p["cpu_ops"] == 0 and not p["refused"] for p in placements), placements
+    result = verify_run(str(run), samples=8)
+    assert result["mismatching_outputs"] == 0
