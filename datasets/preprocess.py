@@ -31,6 +31,7 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # (mean, std) of a model's input: model input = (pixels - mean) / std.
 PIXELS_0_1 = (0.0, 255.0)            # splitnet, rgbnet: [0, 1]
 PIXELS_MINUS1_1 = (128.0, 128.0)     # MobileNets: [-1, 1) as Coral's models take it (uint8 input = raw pixels)
+PIXELS_0_255 = (0.0, 1.0)            # models that scale inside (Keras' EfficientNet)
 
 
 def normalization_of(manifest):

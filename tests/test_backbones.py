@@ -4,7 +4,6 @@ that is the raw pixels, maps to the Edge TPU in the pre-flight check, and splits
 import numpy as np
 import pytest
 
-from datasets.preprocess import PIXELS_MINUS1_1
 from deploy.classify import image_feed, raw_pixels_exact
 from deploy.commands import open_chain, verify_run
 from training.backbones import BACKBONES, set_trainable
@@ -77,15 +76,16 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
     fine = Transfer(fine_tune_layers=6, fine_tune_epochs=1) if name == "mobilenet_v2" else None
     manifest = train(str(run), "shapes", {"size": 96, "samples": 60, "classes": 3}, name, epochs=1, verbose=0,
                      transfer=fine)
-    assert manifest["training"]["input_normalization"] == {"mean": 128.0, "std": 128.0}
+    mean, std = BACKBONES[name].normalization
+    assert manifest["training"]["input_normalization"] == {"mean": mean, "std": std}
     if fine:
         assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["transfer"]["fine_tune_from_epoch"] == 2
     manifest = quantize_run(str(run), stages=2, samples=20, auto_qat=False)
     tensor = manifest["stages"][0]["inputs"][0]
-    assert (tensor["dtype"], tensor["scale"], tensor["zero_point"]) == ("uint8", 1 / 128, 128)
+    assert (tensor["dtype"], tensor["scale"], tensor["zero_point"]) == ("uint8", 1 / std, mean)
     chain = open_chain(run)[1]
     pixels = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
-    assert chain.normalization == PIXELS_MINUS1_1 and raw_pixels_exact(tensor, chain.normalization)
+    assert chain.normalization == (mean, std) and raw_pixels_exact(tensor, chain.normalization)
     assert np.array_equal(image_feed(chain, pixels)[tensor["name"]][0], pixels), "the raw pixels, no arithmetic"
     placements = [manifest["stages"][k]["preflight"] for k in (0, 1)]
     assert all(p["cpu_ops"] == 0 and not p["refused"] for p in placements), placements

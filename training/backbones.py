@@ -5,7 +5,10 @@ its block ends can be named for ``--cut-after`` and ``--exits``, and the head is
 global average pooling, dropout and a dense ``logits`` layer. Inputs are RGB in [-1, 1) as
 (pixels - 128) / 128, the way Coral's MobileNets take them: the full-int8 model's uint8 input is
 then the raw pixels (scale 1/128, zero point 128). MobileNetV3 is built in its minimalistic form
-(ReLU instead of hard-swish, no squeeze-excite), the one the Edge TPU runs.
+(ReLU instead of hard-swish, no squeeze-excite), the one the Edge TPU runs. EfficientNet B0 takes
+pixels 0..255 and scales them itself; the pre-flight check maps all of its ops (swish as LOGISTIC
+and MUL, squeeze-excite's MEAN), where MobileNetV3's hard-swish form leaves all but 2 of 107 on
+the CPU (bench/zoo_preflight.py --candidates), so that form is left out.
 
 Weights: ``"imagenet"`` (Keras downloads them; needs internet), a path to a weights file of the
 backbone without its top (``save_weights`` of ``include_top=False``, or Keras' ``..._no_top.h5``
@@ -14,6 +17,7 @@ file downloaded by hand: the way to work offline), or ``None`` (random).
 import dataclasses
 import os
 
+from datasets.preprocess import PIXELS_0_255, PIXELS_MINUS1_1
 from training.keras_setup import keras
 
 applications = keras.applications
@@ -25,6 +29,7 @@ class Backbone:
     boundaries: tuple         # layer names at block ends, 1/4, 1/8, 1/16 and 1/32 of the input size
     alphas: tuple             # width multipliers Keras builds
     min_size: int = 32
+    normalization: tuple = PIXELS_MINUS1_1   # (mean, std): model input = (pixels - mean) / std
 
 
 def _v1(inputs, alpha, weights):
@@ -45,6 +50,11 @@ def _v3_large(inputs, alpha, weights):
                                          minimalistic=True, include_preprocessing=False)
 
 
+def _efficientnet_b0(inputs, alpha, weights):
+    # Keras' EfficientNet scales and normalizes inside the model: it takes pixels 0..255 as they are.
+    return applications.EfficientNetB0(input_tensor=inputs, include_top=False, weights=weights)
+
+
 BACKBONES = {
     "mobilenet_v1": Backbone(_v1, ("conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
                              (0.25, 0.5, 0.75, 1.0)),
@@ -54,8 +64,11 @@ BACKBONES = {
                                                "expanded_conv_7/Add", "expanded_conv_10/Add"), (0.75, 1.0)),
     "mobilenet_v3_large": Backbone(_v3_large, ("expanded_conv_2/Add", "expanded_conv_5/Add", "expanded_conv_11/Add",
                                                "expanded_conv_14/Add"), (0.75, 1.0)),
+    "efficientnet_b0": Backbone(_efficientnet_b0, ("block2b_add", "block3b_add", "block5c_add", "block6d_add"),
+                                (1.0,), normalization=PIXELS_0_255),
 }
-DEFAULT_ALPHA = {"mobilenet_v1": 0.25, "mobilenet_v2": 0.35, "mobilenet_v3_small": 1.0, "mobilenet_v3_large": 1.0}
+DEFAULT_ALPHA = {"mobilenet_v1": 0.25, "mobilenet_v2": 0.35, "mobilenet_v3_small": 1.0, "mobilenet_v3_large": 1.0,
+                 "efficientnet_b0": 1.0}
 HEAD_LAYERS = ("pool", "dropout", "logits")
 
 

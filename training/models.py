@@ -6,7 +6,7 @@ a 1x1x10 reshape. ``rgbnet`` is a small colour model for ``shapes``/``folder``.
 Both end in logits (no softmax): int8 logits keep more resolution for the
 arg-max than an int8 softmax, and scores are a softmax at deploy time.
 """
-from datasets.preprocess import PIXELS_0_1, PIXELS_MINUS1_1
+from datasets.preprocess import PIXELS_0_1
 from training.backbones import BACKBONES, BackboneError, build_backbone_model
 from training.keras_setup import keras
 
@@ -95,7 +95,8 @@ def rgbnet(input_shape=(32, 32, 3), classes=4):
 MODELS = {"splitnet": splitnet, "rgbnet": rgbnet, **{name: None for name in BACKBONES}}
 BOUNDARIES.update({name: list(backbone.boundaries) for name, backbone in BACKBONES.items()})
 # (mean, std) each model's input is normalized with: model input = (pixels - mean) / std.
-NORMALIZATION = {"splitnet": PIXELS_0_1, "rgbnet": PIXELS_0_1, **{name: PIXELS_MINUS1_1 for name in BACKBONES}}
+NORMALIZATION = {"splitnet": PIXELS_0_1, "rgbnet": PIXELS_0_1,
+                 **{name: backbone.normalization for name, backbone in BACKBONES.items()}}
 DEFAULT_BACKBONE = "mobilenet_v2"
 
 

@@ -181,9 +181,8 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     transfer = transfer or Transfer()
     exits = list(exits or [])
     if exits:
-        if model_name is None:
-            raise TrainingError("--exits needs --model: the boundaries are the model's own")
-        models.check_exits(model_name, exits)
+        if model_name is not None:
+            models.check_exits(model_name, exits)
         if not exit_weight > 0:
             raise TrainingError(f"--exit-weight must be above 0, got {exit_weight}")
     dataset_options = dict(dataset_options or {})
@@ -193,6 +192,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     if model_name is None:
         model_name, why = models.choose_model(data.images.shape[1:])
         print(f"model: {model_name} (the default for {why}; --model to choose another)")
+        models.check_exits(model_name, exits)
     if not models.is_backbone(model_name) and transfer != Transfer(input_size=transfer.input_size):
         raise TrainingError(f"--alpha, --weights and --fine-tune-* are for the backbones, not {model_name}")
     prepare_run_folder(run_dir, resume, overwrite)
