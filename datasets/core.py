@@ -85,6 +85,7 @@ class Dataset:
     class_names: list
     groups: np.ndarray
     options: dict
+    skipped: list = dataclasses.field(default_factory=list)   # [{"path", "reason"}] of files not read
 
     def __post_init__(self):
         images, labels, groups = self.images, self.labels, self.groups

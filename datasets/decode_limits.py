@@ -9,7 +9,8 @@ import contextlib
 import threading
 
 MAX_IMAGE_PIXELS = 4096 * 4096        # 16.8 megapixels: any camera photo resized by a phone, not a bomb
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")   # JPEG opens MPO too; not EPS (runs Ghostscript)
+# JPEG opens MPO too; not EPS, whose plugin runs Ghostscript
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 class DecodeBusy(RuntimeError):
     """Decoding must wait for memory that other requests hold; retry later (the API answers 503)."""

@@ -49,7 +49,9 @@ def load_digits(variants=8, seed=0, noise=0.0):
 def _read_originals():
     """The 1797 8x8 images (values 0..16) and their labels from scikit-learn."""
     try:
-        from sklearn.datasets import load_digits as sklearn_digits  # Lazy: not needed on the Pi.
+        from sklearn.datasets import (
+            load_digits as sklearn_digits,  # Lazy: not needed on the Pi.
+        )
     except ImportError as exc:
         raise DatasetError(
             f"the 'digits' data set needs scikit-learn, which is not installed ({exc}); "

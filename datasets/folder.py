@@ -1,7 +1,10 @@
 """Your own images: one sub-folder per class, e.g. ``photos/cat/*.jpg``, ``photos/dog/*.jpg``.
 
-Images are read with the same ``load_image`` the deploy side uses (with
-convert and resize on), so training pixels match what the Pi feeds the model.
+Images are read with the same ``load_image`` the deploy side uses (with convert and resize on,
+EXIF orientation applied), so training pixels match what the Pi feeds the model. Folders inside a
+class folder belong to that class. Files that are not readable images (a ``notes.txt``, a broken
+download) are skipped and listed in ``Dataset.skipped`` (training prints one line and keeps the
+list in the manifest); a class with fewer than ``FEW_IMAGES`` images gets a warning.
 """
 import os
 import warnings
@@ -10,6 +13,8 @@ import numpy as np
 
 from datasets.core import Dataset, DatasetError, InputSpec, int_option, path_option
 from datasets.preprocess import ImageError, load_image
+
+FEW_IMAGES = 10
 
 
 def load_folder(path, channels=3, size=96, height=None, width=None):
@@ -25,14 +30,17 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
     spec = InputSpec(height, width, channels)
 
     class_names = _class_folders(root)
-    images, labels = [], []
+    images, labels, skipped = [], [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(root, name)
-        found = _read_folder(folder, spec)
+        found = _read_folder(folder, spec, skipped)
         if not found:
             raise DatasetError(
                 f"class folder {folder} has no readable images; add some images "
                 "or remove the folder")
+        if len(found) < FEW_IMAGES:
+            warnings.warn(f"class {name!r} has only {len(found)} images (fewer than {FEW_IMAGES}): its accuracy "
+                          "will be unreliable; add images, or train with --class-weights balanced", stacklevel=2)
         images.extend(found)
         labels.extend([label] * len(found))
 
@@ -44,6 +52,7 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
         class_names=class_names,
         groups=np.arange(n, dtype=np.int64),
         options={"path": root, "channels": channels, "height": height, "width": width},
+        skipped=skipped,
     )
 
 
@@ -62,14 +71,21 @@ def _class_folders(root):
     return names
 
 
-def _read_folder(folder, spec):
-    """All readable images in ``folder`` (sorted by file name); warns about the others."""
+def _read_folder(folder, spec, skipped):
+    """All readable images in ``folder`` and its sub-folders (sorted by path); the others go to ``skipped``."""
     pixels = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
+    for path in _files(folder):
         try:
-            pixels.append(load_image(entry.path, spec, resize=True, convert=True))
+            pixels.append(load_image(path, spec, resize=True, convert=True))
         except ImageError as exc:
-            warnings.warn(f"skipping {entry.path}: {exc}", stacklevel=3)
+            skipped.append({"path": path, "reason": str(exc)})
     return pixels
+
+
+def _files(folder):
+    """Paths of the non-hidden files under ``folder``, recursively, in sorted order."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(top, f) for f in files if not f.startswith("."))
+    return sorted(found)

@@ -11,7 +11,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from datasets.core import InputSpec
 from datasets.decode_limits import ALLOWED_FORMATS, MAX_IMAGE_PIXELS, decode_cost
@@ -94,15 +94,17 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
     if not isinstance(spec, InputSpec):
         raise TypeError(f"spec must be a datasets.InputSpec, got {type(spec).__name__}")
     image, name = _open(source)
+    turned = _orientation(image) in _TURNED   # a phone's portrait photo: stored landscape, EXIF says turn it
+    width, height = (image.height, image.width) if turned else image.size
     problems = []
     if image.mode != spec.mode and not convert:
         problems.append(
             f"{name} has mode {image.mode}, expected {spec.mode} "
             f"({spec.channels} channel{'s' if spec.channels > 1 else ''}); "
             "pass --convert to convert it")
-    if image.size != (spec.width, spec.height) and not resize:
+    if (width, height) != (spec.width, spec.height) and not resize:
         problems.append(
-            f"{name} is {image.width}x{image.height} (WxH), expected "
+            f"{name} is {width}x{height} (WxH), expected "
             f"{spec.width}x{spec.height}; pass --resize to resize it")
     if problems:
         raise ImageError(". ".join(problems))
@@ -110,6 +112,8 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
     cost = decode_cost(image.mode, image.width, image.height, spec.mode, convert)
     with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
         _decode(image, name)
+        if _orientation(image) not in (None, 1):
+            image = ImageOps.exif_transpose(image)   # as the camera held it, in training and deploy alike
         if image.mode != spec.mode:
             image = _convert(image, spec.mode)
         if image.size != (spec.width, spec.height):
@@ -142,6 +146,17 @@ def _open(source):
         raise ImageError(f"{name} is not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from exc
     except _PILLOW_ERRORS as exc:
         raise ImageError(f"{name} is not a readable image ({exc})") from exc
+
+
+_TURNED = (5, 6, 7, 8)     # EXIF orientations that swap width and height
+
+
+def _orientation(image):
+    """The EXIF orientation tag (1..8) read from the header, or None."""
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001  (a broken EXIF block: use the pixels as stored)
+        return None
 
 
 def _within_limit(image, name, spec, max_pixels):

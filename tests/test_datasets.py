@@ -1,6 +1,7 @@
 """Tests of the datasets package: loaders, splits, preprocessing and the command line."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -260,8 +261,10 @@ def _make_tree(root):
 
 def test_folder_loader(tmp_path):
     root = _make_tree(tmp_path / "photos")
-    with pytest.warns(UserWarning, match=r"skipping .*notes.txt.*not a readable image"):
+    with pytest.warns(UserWarning, match=r"class 'cat' has only 3 images \(fewer than 10\)"):
         ds = load_dataset("folder", path=str(root), size=8)
+    assert [(pathlib.Path(s["path"]).name, "not a readable image" in s["reason"]) for s in ds.skipped] == \
+        [("notes.txt", True)]
     assert ds.class_names == ["cat", "dog"]
     assert ds.images.shape == (5, 8, 8, 3) and np.array_equal(ds.labels, [0, 0, 0, 1, 1])
     assert np.array_equal(ds.groups, np.arange(5))
@@ -272,6 +275,27 @@ def test_folder_loader(tmp_path):
     with pytest.warns(UserWarning):
         again = load_dataset("folder", **ds.options)
     assert np.array_equal(again.images, ds.images)
+
+
+def test_folder_reads_sub_folders_and_turns_photos_as_exif_says(tmp_path):
+    root = tmp_path / "photos"
+    for name in ("a", "b"):
+        (root / name / "2024" / "trip").mkdir(parents=True)
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255                     # left half white, as stored (landscape)
+    exif = Image.Exif()
+    exif[0x0112] = 6                         # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(root / "a" / "2024" / "trip" / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(root / "b" / "plain.png")
+    (root / "b" / "2024" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    with pytest.warns(UserWarning, match="has only 1 images"):
+        ds = load_dataset("folder", path=str(root), height=40, width=20)
+    assert ds.labels.tolist() == [0, 1] and ds.images.shape == (2, 40, 20, 3)
+    turned = ds.images[0, :, :, 0].astype(int)
+    assert turned[:20].mean() > 200 and turned[20:].mean() < 50, "white ends up on top once turned upright"
+    assert [pathlib.Path(s["path"]).name for s in ds.skipped] == ["broken.jpg"]
+    portrait = root / "a" / "2024" / "trip" / "phone.jpg"
+    assert load_image(portrait, InputSpec(40, 20, 3)).shape == (40, 20, 3), "its size is the turned size"
 
 
 def test_folder_errors(tmp_path):

@@ -54,6 +54,8 @@ def main(argv=None):
                         help="add early-exit heads at these boundaries (e.g. after_block1,after_block2)")
     parser.add_argument("--exit-weight", type=float, default=0.3,
                         help="loss weight of each exit head (main head: 1); default 0.3")
+    parser.add_argument("--class-weights", choices=["balanced"], default=None,
+                        help="weigh each class's loss by the inverse of its share (for classes of unequal size)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     args = parser.parse_args(argv)
@@ -76,7 +78,7 @@ def main(argv=None):
     try:
         train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
               args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
-              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer)
+              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights)
     except (TrainingError, ModelError, datasets.DatasetError, runfolder.ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -115,12 +115,55 @@ def _dataset_section(run_dir, data, splits, split_seed):
     np.savez_compressed(data_dir / "test_set.npz", images=data.images[test], labels=data.labels[test],
                         indices=test)
     return {
+        "skipped": data.skipped[:1000], "skipped_count": len(data.skipped),
+        "class_counts": np.bincount(data.labels, minlength=len(data.class_names)).tolist(),
         "name": data.name, "options": data.options, "split_seed": split_seed,
         "input_spec": data.input_spec.to_dict(), "class_names": list(data.class_names),
         "splits": runfolder.file_record(run_dir, data_dir / "splits.npz"),
         "test_set": runfolder.file_record(run_dir, data_dir / "test_set.npz"),
         "counts": {k: len(v) for k, v in splits.items()},
     }
+
+
+def _describe_data(data):
+    """One line of what was read (per class), one of what was skipped: not a warning per file."""
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    shown = ", ".join(f"{name} {count}" for name, count in list(zip(data.class_names, counts))[:12])
+    more = f", ... ({len(counts)} classes)" if len(counts) > 12 else ""
+    print(f"data: {len(data.labels)} images of {data.images.shape[2]}x{data.images.shape[1]}x{data.images.shape[3]}"
+          f" in {len(counts)} classes ({shown}{more})")
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} file(s) that are not readable images (first: {data.skipped[0]['path']}: "
+              f"{data.skipped[0]['reason'][:120]}); all are listed in the manifest, dataset.skipped")
+
+
+def balanced_weights(labels, classes):
+    """{class: weight} so every class adds the same to the loss: n / (classes * count of the class)."""
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    return {k: float(len(labels) / (classes * c)) if c else 0.0 for k, c in enumerate(counts)}
+
+
+def _outcome(history, asked_epochs):
+    """The best epoch by validation loss and whether early stopping ended the training."""
+    losses = history.get("val_loss") or []
+    best = int(np.argmin(losses)) + 1 if losses else None
+    return {"best_epoch": best, "stopped_early": len(history.get("loss", [])) < asked_epochs}
+
+
+def _report(section, accuracy, samples, classes, run_dir):
+    """What a user acts on: the accuracy, a warning near chance, how training ended, the next command."""
+    print(f"float accuracy on {samples} held-out test samples: {accuracy:.4f}")
+    ended = (f"early stopping ended it after {section['epochs_run']} of {section['epochs_asked']} epochs"
+             if section["stopped_early"] else f"all {section['epochs_run']} epochs ran")
+    last = "the fine-tuning phase's" if (section.get("transfer") or {}).get("fine_tune_from_epoch") else "its"
+    print(f"best epoch (lowest validation loss): {section['best_epoch']}; {ended}; the model keeps {last} best "
+          "epoch's weights")
+    chance = 1.0 / max(1, classes)
+    if accuracy < chance + 0.5 * (1.0 - chance) * 0.2:
+        print(f"WARNING: {accuracy:.1%} is near chance ({chance:.1%} for {classes} classes): the model has not "
+              "learnt yet; train longer (--epochs), use more images, or start from --weights imagenet",
+              file=sys.stderr)
+    print(f"next: python -m quantize --run {run_dir}")
 
 
 def _exit_entries(exits):
@@ -152,7 +195,7 @@ def _with_main_aliases(history):
 
 def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=8,
           batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
-          verbose=None, exits=(), exit_weight=0.3, *, transfer=None):
+          verbose=None, exits=(), exit_weight=0.3, *, transfer=None, class_weights=None):
     """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
 
     ``model_name`` None picks one for the data (``models.choose_model``). ``exits`` names
@@ -160,6 +203,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     at ``exit_weight`` each (seed 001). ``transfer`` (a ``Transfer``) sets a backbone's width,
     weights and fine-tuning: the head is trained on the frozen backbone for ``epochs``, then the
     top ``fine_tune_layers`` for ``fine_tune_epochs`` more at a tenth of the learning rate.
+    ``class_weights="balanced"`` weighs each class's loss by the inverse of its share of the train split.
 
     Raises:
       TrainingError, datasets.DatasetError, models.ModelError: with what to change.
@@ -188,7 +232,12 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     dataset_options = dict(dataset_options or {})
     if transfer.input_size:
         dataset_options["size"] = transfer.input_size
+    if class_weights not in (None, "balanced"):
+        raise TrainingError(f"--class-weights {class_weights!r}: the choice is 'balanced' (or leave it out)")
+    if class_weights and exits:
+        raise TrainingError("--class-weights does not combine with --exits (Keras weighs classes of one output)")
     data = datasets.load_dataset(dataset, **dataset_options)
+    _describe_data(data)
     if model_name is None:
         model_name, why = models.choose_model(data.images.shape[1:])
         print(f"model: {model_name} (the default for {why}; --model to choose another)")
@@ -245,7 +294,9 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
             _compile(model, rate, exits, exit_weight)   # a resumed small model keeps its optimizer state
         model.fit(x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=last,
                   initial_epoch=max(start_epoch, first), batch_size=batch_size,
-                  callbacks=callbacks(append=bool(checkpoint) or phase > 0), verbose=verbose)
+                  callbacks=callbacks(append=bool(checkpoint) or phase > 0), verbose=verbose,
+                  class_weight=balanced_weights(data.labels[splits["train"]], len(data.class_names))
+                  if class_weights else None)
     if start_epoch >= total:
         print(f"already trained {start_epoch} epochs (asked for {total}); nothing to do")
     model_path = pathlib.Path(run_dir) / "model.keras"
@@ -263,6 +314,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
         "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
         "history": "history.json", "plot": "history.png",
         "input_normalization": {"mean": normalization[0], "std": normalization[1]},
+        "class_weights": class_weights, **_outcome(history, total),
         "transfer": dict(dataclasses.asdict(transfer), fine_tune_from_epoch=fine_tune_from)
         if models.is_backbone(model_name) else None,
     }
@@ -276,7 +328,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
         manifest.pop(later, None)  # a new model makes later steps' results stale
     manifest["accuracy"] = {"float": float(test_accuracy)}
     runfolder.save(run_dir, manifest)
-    print(f"float accuracy on {len(data.labels[splits['test']])} held-out test samples: {test_accuracy:.4f}")
+    _report(manifest["training"], test_accuracy, len(data.labels[splits["test"]]), len(data.class_names), run_dir)
     for entry in manifest["training"].get("exits", []):
         print(f"  exit at {entry['boundary']} alone: {entry['test_accuracy']:.4f}")
     return manifest

@@ -1,0 +1,46 @@
+"""Training on a folder as it comes from a phone: nested folders, a file that is no image, classes of
+unequal size; what the user is told (one line per thing, the next command) and what the manifest keeps."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from training.train import balanced_weights
+
+
+def test_balanced_weights_make_every_class_count_the_same():
+    labels = np.array([0] * 30 + [1] * 10)
+    weights = balanced_weights(labels, 3)
+    assert weights == {0: pytest.approx(40 / 90), 1: pytest.approx(40 / 30), 2: 0.0}
+    assert 30 * weights[0] == pytest.approx(10 * weights[1])
+
+
+@pytest.mark.slow
+def test_a_folder_of_photos_trains_and_says_what_it_read_skipped_and_what_next(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for name, count, colour in (("red", 24, 0), ("green", 12, 1)):
+        for k in range(count):
+            folder = root / name / ("more" if k % 2 else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 60, (40, 50, 3), dtype=np.uint8)
+            pixels[..., colour] += 180
+            Image.fromarray(pixels).save(folder / f"{k}.jpg" if k % 3 else folder / f"{k}.png")
+    (root / "red" / "notes.txt").write_text("not a photo")
+    run = tmp_path / "run"
+    result = run_cli("training", "--dataset", "folder", "-o", f"path={root}", "-o", "size=32", "--model", "rgbnet",
+                     "--epochs", "2", "--class-weights", "balanced", "--run", run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "data: 36 images of 32x32x3 in 2 classes (green 12, red 24)" in out
+    assert out.count("skipped 1 file(s) that are not readable images (first: ") == 1 and "notes.txt" in out
+    assert "best epoch (lowest validation loss): " in out and f"next: python -m quantize --run {run}" in out
+    assert "skipping" not in result.stderr, "no warning line per skipped file"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["dataset"]["skipped_count"] == 1 and manifest["dataset"]["skipped"][0]["path"].endswith("notes.txt")
+    assert manifest["dataset"]["class_counts"] == [12, 24]
+    training = manifest["training"]
+    assert training["class_weights"] == "balanced" and training["best_epoch"] in (1, 2)
+    assert training["stopped_early"] is False and training["input_normalization"] == {"mean": 0.0, "std": 255.0}
