@@ -44,3 +44,37 @@ def test_a_folder_of_photos_trains_and_says_what_it_read_skipped_and_what_next(t
     training = manifest["training"]
     assert training["class_weights"] == "balanced" and training["best_epoch"] in (1, 2)
     assert training["stopped_early"] is False and training["input_normalization"] == {"mean": 0.0, "std": 255.0}
+
+
+def test_augmentation_names_are_checked():
+    from training.batches import AugmentError, parse_augment
+    assert parse_augment("photos") == ("flip", "rotate", "zoom", "contrast", "translate")
+    assert parse_augment("flip,zoom") == ("flip", "zoom") and parse_augment(None) == ()
+    with pytest.raises(AugmentError, match="unknown blur; choose from flip, rotate"):
+        parse_augment("flip,blur")
+
+
+def test_augmentation_changes_training_batches_only(shapes):
+    from training.batches import batches
+    indices = np.arange(8)
+    plain = [x.numpy() for x, _ in batches(shapes.images, shapes.labels, indices, 8, (0.0, 255.0))]
+    again = [x.numpy() for x, _ in batches(shapes.images, shapes.labels, indices, 8, (0.0, 255.0))]
+    augmented = batches(shapes.images, shapes.labels, indices, 8, (0.0, 255.0), augment=("flip", "zoom"), seed=1)
+    epochs = [next(iter(augmented))[0].numpy() for _ in range(2)]
+    assert np.array_equal(plain[0], again[0]) and np.allclose(plain[0], shapes.images[:8] / 255.0)
+    assert not np.allclose(epochs[0], epochs[1]), "a new random transform every epoch"
+    assert 0.0 <= epochs[0].min() and epochs[0].max() <= 1.0
+
+
+@pytest.mark.slow
+def test_the_int8_model_of_an_augmented_training_has_no_augmentation_ops(tmp_path):
+    from quantize.graph import read_graph
+    from quantize.run import quantize_run
+    from training.train import train
+    ops = {}
+    for name, augment in (("plain", ()), ("augmented", ("flip", "rotate", "zoom", "contrast", "translate"))):
+        run = tmp_path / name
+        train(str(run), "shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, verbose=0, augment=augment)
+        quantize_run(str(run), stages=2, samples=20, auto_qat=False)
+        ops[name] = [op.name for op in read_graph((run / "model_int8.tflite").read_bytes()).ops]
+    assert ops["augmented"] == ops["plain"]

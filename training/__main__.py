@@ -56,6 +56,9 @@ def main(argv=None):
                         help="loss weight of each exit head (main head: 1); default 0.3")
     parser.add_argument("--class-weights", choices=["balanced"], default=None,
                         help="weigh each class's loss by the inverse of its share (for classes of unequal size)")
+    parser.add_argument("--augment", default=None,
+                        help="transforms of the training batches: flip,rotate,zoom,contrast,translate, or a preset "
+                             "(light, photos); never part of the exported model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     args = parser.parse_args(argv)
@@ -75,11 +78,14 @@ def main(argv=None):
     transfer = Transfer(alpha=args.alpha, weights=None if args.weights.lower() == "none" else args.weights,
                         fine_tune_layers=args.fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                         input_size=args.input_size)
+    from training.batches import AugmentError, parse_augment
     try:
+        augment = parse_augment(args.augment)
         train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
               args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
-              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights)
-    except (TrainingError, ModelError, datasets.DatasetError, runfolder.ManifestError) as exc:
+              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights,
+              augment=augment)
+    except (TrainingError, ModelError, AugmentError, datasets.DatasetError, runfolder.ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

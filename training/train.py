@@ -19,7 +19,7 @@ import numpy as np
 
 import datasets
 import runfolder
-from training import backbones, models, plots
+from training import backbones, batches, models, plots
 from training.keras_setup import keras, tf
 
 
@@ -195,7 +195,7 @@ def _with_main_aliases(history):
 
 def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=8,
           batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
-          verbose=None, exits=(), exit_weight=0.3, *, transfer=None, class_weights=None):
+          verbose=None, exits=(), exit_weight=0.3, *, transfer=None, class_weights=None, augment=()):
     """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
 
     ``model_name`` None picks one for the data (``models.choose_model``). ``exits`` names
@@ -204,6 +204,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     weights and fine-tuning: the head is trained on the frozen backbone for ``epochs``, then the
     top ``fine_tune_layers`` for ``fine_tune_epochs`` more at a tenth of the learning rate.
     ``class_weights="balanced"`` weighs each class's loss by the inverse of its share of the train split.
+    ``augment`` (names from ``batches.AUGMENTATIONS``) transforms the training batches only.
 
     Raises:
       TrainingError, datasets.DatasetError, models.ModelError: with what to change.
@@ -259,8 +260,12 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
             manifest["training"].update(exits=_exit_entries(exits), exit_loss_weight=exit_weight)
         runfolder.save(run_dir, manifest)
     normalization = models.NORMALIZATION[model_name]
-    x = {k: datasets.to_model_input(data.images[idx], normalization) for k, idx in splits.items()}
-    y = {k: data.labels[idx] for k, idx in splits.items()}
+    outputs = 1 + len(exits)
+
+    def split(name, **options):   # uint8 stays uint8; inputs are made a batch at a time
+        return batches.batches(data.images, data.labels, splits[name], batch_size, normalization, outputs=outputs,
+                               **options)
+    train_batches = split("train", augment=augment, seed=seed)
     start_epoch, checkpoint = latest_checkpoint(run_dir) if resume else (0, None)
     if checkpoint:
         print(f"resuming from {checkpoint} (epoch {start_epoch})")
@@ -268,8 +273,6 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     else:
         model = models.build_model(model_name, data.images.shape[1:], len(data.class_names), exits,
                                    **transfer.model_options() if models.is_backbone(model_name) else {})
-    if exits:  # one label array per output, main head first
-        y = {k: [v] * (1 + len(exits)) for k, v in y.items()}
     ckpt_dir = pathlib.Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     history_csv = os.path.join(run_dir, "history.csv")
@@ -292,8 +295,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
                   f"{opened} backbone layers trainable, learning rate {rate:g}, epochs {first + 1}-{last}")
         if not (checkpoint and phase == 0 and not models.is_backbone(model_name)):
             _compile(model, rate, exits, exit_weight)   # a resumed small model keeps its optimizer state
-        model.fit(x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=last,
-                  initial_epoch=max(start_epoch, first), batch_size=batch_size,
+        model.fit(train_batches, validation_data=split("val"), epochs=last, initial_epoch=max(start_epoch, first),
                   callbacks=callbacks(append=bool(checkpoint) or phase > 0), verbose=verbose,
                   class_weight=balanced_weights(data.labels[splits["train"]], len(data.class_names))
                   if class_weights else None)
@@ -305,7 +307,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     (pathlib.Path(run_dir) / "history.json").write_text(json.dumps(history, indent=1))
     fine_tune_from = epochs + 1 if len(phases) > 1 else None
     plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}", fine_tune_from)
-    scores = model.evaluate(x["test"], y["test"], verbose=0, return_dict=True)
+    scores = model.evaluate(split("test"), verbose=0, return_dict=True)
     test_accuracy = scores[f"{models.MAIN_OUTPUT}_accuracy" if exits else "accuracy"]
     manifest["training"] = {
         "model": model_name, "status": "done", "keras_flavour": f"tf_keras {keras.__version__}",
@@ -314,7 +316,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
         "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
         "history": "history.json", "plot": "history.png",
         "input_normalization": {"mean": normalization[0], "std": normalization[1]},
-        "class_weights": class_weights, **_outcome(history, total),
+        "class_weights": class_weights, "augment": list(augment), **_outcome(history, total),
         "transfer": dict(dataclasses.asdict(transfer), fine_tune_from_epoch=fine_tune_from)
         if models.is_backbone(model_name) else None,
     }
