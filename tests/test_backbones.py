@@ -1,6 +1,8 @@
 """Backbones for transfer learning: weights from a local file are really used, block ends are named,
 unsuitable choices are refused with the fix, and every backbone goes to full int8 with a uint8 input
 that is the raw pixels, maps to the Edge TPU in the pre-flight check, and splits bit-exactly."""
+import re
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,12 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
     from quantize.run import quantize_run
     from training.train import Transfer, train
     run = tmp_path / name
-    fine = Transfer(fine_tune_layers=6, fine_tune_epochs=1) if name == "mobilenet_v2" else None
+    fine = None
+    if name == "mobilenet_v2":   # from a weights file: head on the frozen backbone, then fine-tuning
+        weights = tmp_path / "no_top.h5"
+        keras.applications.MobileNetV2(input_shape=SHAPE, include_top=False, weights=None,
+                                       alpha=0.35).save_weights(weights)
+        fine = Transfer(weights=str(weights), fine_tune_layers=6, fine_tune_epochs=1)
     manifest = train(str(run), "shapes", {"size": 96, "samples": 60, "classes": 3}, name, epochs=1, verbose=0,
                      transfer=fine)
     mean, std = BACKBONES[name].normalization
@@ -91,3 +98,18 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
     assert all(p["cpu_ops"] == 0 and not p["refused"] for p in placements), placements
     result = verify_run(str(run), samples=8)
     assert result["mismatching_outputs"] == 0
+
+
+def test_random_weights_train_the_whole_backbone_and_pretrained_ones_start_frozen(tmp_path, capsys):
+    from training.train import Transfer, train
+    weights = tmp_path / "no_top.h5"
+    keras.applications.MobileNet(input_shape=(32, 32, 3), include_top=False, weights=None,
+                                 alpha=0.25).save_weights(weights)
+    options = {"size": 32, "samples": 12, "classes": 2}
+    train(str(tmp_path / "random"), "shapes", options, "mobilenet_v1", epochs=1, verbose=0)
+    assert "training the whole mobilenet_v1 (random weights)" in capsys.readouterr().out
+    train(str(tmp_path / "pre"), "shapes", options, "mobilenet_v1", epochs=1, verbose=0,
+          transfer=Transfer(weights=str(weights), fine_tune_layers=4, fine_tune_epochs=1))
+    out = capsys.readouterr().out
+    assert "training the head on the frozen backbone: 0 backbone layers trainable" in out
+    assert re.search(r"fine-tuning: [12] backbone layers trainable, learning rate 0.0001, epochs 2-2", out), out

@@ -282,14 +282,18 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
                 keras.callbacks.CSVLogger(history_csv, append=append),
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
     phases = [(epochs, 0, learning_rate)]   # (last epoch, layers open, learning rate)
-    if models.is_backbone(model_name) and transfer.fine_tune_layers and transfer.fine_tune_epochs:
+    if models.is_backbone(model_name) and transfer.weights and transfer.fine_tune_layers and transfer.fine_tune_epochs:
         phases.append((epochs + transfer.fine_tune_epochs, transfer.fine_tune_layers, learning_rate / 10.0))
     total = phases[-1][0]
     for phase, (last, open_layers, rate) in enumerate(phases):
         first = 0 if phase == 0 else phases[phase - 1][0]
         if start_epoch >= last:
             continue
-        if models.is_backbone(model_name):
+        if models.is_backbone(model_name) and not transfer.weights:
+            for layer in model.layers:   # random weights: nothing learnt to keep, the whole network trains
+                layer.trainable = True
+            print(f"training the whole {model_name} (random weights), epochs {first + 1}-{last}")
+        elif models.is_backbone(model_name):
             opened = backbones.set_trainable(model, open_layers)
             print(f"{'fine-tuning:' if phase else 'training the head on the frozen backbone:'} "
                   f"{opened} backbone layers trainable, learning rate {rate:g}, epochs {first + 1}-{last}")
