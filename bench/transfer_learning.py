@@ -6,7 +6,7 @@
   2. Peak RSS of one training epoch's input pipeline over N images at 224x224: uint8 images read a
      batch at a time (training.batches) against all of them made float32 first (the old way).
 
-    .venv/bin/python bench/training.py [--per-class 250] [--size 96] [--epochs 6] [--rss-images 5000]
+    .venv/bin/python bench/transfer_learning.py [--per-class 250] [--size 96] [--epochs 6] [--rss-images 5000]
 
 Prints a table, then one JSON line.
 """
@@ -25,12 +25,14 @@ sys.path.insert(0, str(REPO / "bench"))
 from photo_like import make_photo_folder  # noqa: E402
 
 RSS = """
-import resource, sys
+import sys
 import numpy as np
 from datasets.preprocess import to_model_input
 images = np.random.default_rng(0).integers(0, 256, (int(sys.argv[2]), 224, 224, 3), dtype=np.uint8)
 labels = np.arange(len(images)) % 6
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():   # VmHWM starts anew at exec (ru_maxrss would carry the parent's peak over)
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+base = peak()
 if sys.argv[1] == "float32":
     x = to_model_input(images, (128.0, 128.0))
     for start in range(0, len(x), 64):
@@ -39,7 +41,7 @@ else:
     from training.batches import batches
     for x, y in batches(images, labels, np.arange(len(images)), 64, (128.0, 128.0), augment=("flip",), seed=0):
         pass
-print(base * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(base, peak())
 """
 
 
