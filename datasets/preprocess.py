@@ -152,7 +152,11 @@ _TURNED = (5, 6, 7, 8)     # EXIF orientations that swap width and height
 
 
 def _orientation(image):
-    """The EXIF orientation tag (1..8) read from the header, or None."""
+    """The EXIF orientation tag (1..8) read from the header, or None. Only EXIF the header already gave
+    (``info["exif"]``, as JPEG's APP1 does) is read: Pillow's PNG ``getexif`` decodes the whole image to
+    look for it, which for a pixel bomb is the decoding the header check exists to avoid."""
+    if "exif" not in image.info:
+        return None
     try:
         return image.getexif().get(0x0112)
     except Exception:  # noqa: BLE001  (a broken EXIF block: use the pixels as stored)
