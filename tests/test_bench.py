@@ -39,7 +39,8 @@ def test_bench_command_records_latency_throughput_and_a_plot(tiny_run, tmp_path)
     runfolder.verify_file(run, recorded["plot"], "bench plot")
     assert "pipelined / sequential throughput:" in result.stdout
     assert "end to end  sequential" in result.stdout and "end to end  pipelined" in result.stdout
-    assert "sequential: evaluated 24 of 24 samples" in result.stderr and "pipelined: evaluated 24 of 24" in result.stderr
+    progress = result.stderr
+    assert "sequential: evaluated 24 of 24 samples" in progress and "pipelined: evaluated 24 of 24" in progress
     summary = run_cli("deploy", "summary", "--run", run)
     assert f"pipelined ({recorded['speedup']:.2f}x, 24 samples" in summary.stdout
 

@@ -38,26 +38,29 @@ def _shape(inputs):
 
 
 def _v1(inputs, alpha, weights):
-    return applications.MobileNet(input_tensor=inputs, input_shape=_shape(inputs), include_top=False, weights=weights, alpha=alpha)
+    return applications.MobileNet(input_tensor=inputs, input_shape=_shape(inputs),
+        include_top=False, weights=weights, alpha=alpha)
 
 
 def _v2(inputs, alpha, weights):
-    return applications.MobileNetV2(input_tensor=inputs, input_shape=_shape(inputs), include_top=False, weights=weights, alpha=alpha)
+    return applications.MobileNetV2(input_tensor=inputs, input_shape=_shape(inputs),
+        include_top=False, weights=weights, alpha=alpha)
 
 
 def _v3_small(inputs, alpha, weights):
-    return applications.MobileNetV3Small(input_tensor=inputs, input_shape=_shape(inputs), include_top=False, weights=weights, alpha=alpha,
-                                         minimalistic=True, include_preprocessing=False)
+    return applications.MobileNetV3Small(input_tensor=inputs, input_shape=_shape(inputs),
+        include_top=False, weights=weights, alpha=alpha, minimalistic=True, include_preprocessing=False)
 
 
 def _v3_large(inputs, alpha, weights):
-    return applications.MobileNetV3Large(input_tensor=inputs, input_shape=_shape(inputs), include_top=False, weights=weights, alpha=alpha,
-                                         minimalistic=True, include_preprocessing=False)
+    return applications.MobileNetV3Large(input_tensor=inputs, input_shape=_shape(inputs),
+        include_top=False, weights=weights, alpha=alpha, minimalistic=True, include_preprocessing=False)
 
 
 def _efficientnet_b0(inputs, alpha, weights):
     # Keras' EfficientNet scales and normalizes inside the model: it takes pixels 0..255 as they are.
-    return applications.EfficientNetB0(input_tensor=inputs, input_shape=_shape(inputs), include_top=False, weights=weights)
+    return applications.EfficientNetB0(input_tensor=inputs, input_shape=_shape(inputs), include_top=False,
+                                       weights=weights)
 
 
 BACKBONES = {
