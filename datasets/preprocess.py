@@ -94,8 +94,8 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
     if not isinstance(spec, InputSpec):
         raise TypeError(f"spec must be a datasets.InputSpec, got {type(spec).__name__}")
     image, name = _open(source)
-    turned = _orientation(image) in _TURNED   # a phone's portrait photo: stored landscape, EXIF says turn it
-    width, height = (image.height, image.width) if turned else image.size
+    orientation = _orientation(image)   # a phone's portrait photo: stored landscape, EXIF says turn it
+    width, height = (image.height, image.width) if orientation in _TURNED else image.size
     problems = []
     if image.mode != spec.mode and not convert:
         problems.append(
@@ -112,7 +112,7 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
     cost = decode_cost(image.mode, image.width, image.height, spec.mode, convert)
     with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
         _decode(image, name)
-        if _orientation(image) not in (None, 1):
+        if orientation not in (None, 1):
             image = ImageOps.exif_transpose(image)   # as the camera held it, in training and deploy alike
         if image.mode != spec.mode:
             image = _convert(image, spec.mode)

@@ -13,20 +13,10 @@ import numpy as np
 from datasets.preprocess import PIXELS_0_1, to_model_input
 from deploy.chain import StageChain
 from deploy.runtime import make_interpreter
-from deploy.tensors import dequantize, quantize, softmax
+from deploy.tensors import dequantize, describe_details, quantize, softmax
 
 Class = collections.namedtuple("Class", "id score")
 WholeModel = collections.namedtuple("WholeModel", "index name path inputs outputs placement reason interpreter")
-
-
-def describe_details(details):
-    """Manifest-style tensor descriptions from interpreter tensor details."""
-    described = []
-    for d in details:
-        scale, zero = d["quantization"]
-        described.append({"name": d["name"], "shape": [int(s) for s in d["shape"]],
-                          "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)})
-    return described
 
 
 def whole_model_chain(path, num_threads=None, normalization=None):

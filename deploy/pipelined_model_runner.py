@@ -30,8 +30,8 @@ that form was dropped in 2.0 and is refused here with the fix in the message.
 import numpy as np
 
 from deploy.chain import StageChain
-from deploy.classify import describe_details
 from deploy.pipeline import PipelinedRunner
+from deploy.tensors import describe_details
 from deploy.waitqueue import PipelineClosed
 
 _TURNED_OFF = "Pipeline was turned off before."

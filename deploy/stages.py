@@ -11,6 +11,7 @@ import runfolder
 from deploy import edgetpu
 from deploy.devices import assign_devices, parse_devices  # noqa: F401  (parse_devices: public here too)
 from deploy.runtime import load_runtime, make_interpreter
+from deploy.tensors import describe_details
 
 
 class StageError(runfolder.ManifestError):
@@ -89,7 +90,7 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
     """
     where = f"stages[{entry['index']}]"
     for side, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details())):
-        real = {d["name"]: d for d in details}
+        real = {t["name"]: t for t in describe_details(details)}
         if not entry.get(side):
             raise StageError(f"{where} in {run_dir}/manifest.json lists no {side} for {path}; re-run "
                              f"`python -m quantize --run {run_dir}` to write the stage entries again")
@@ -97,19 +98,13 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
         if sorted(listed) != sorted(real):
             _differs(f"{where}.{side} lists {_names(listed)}", f"the file has {_names(list(real))}", path, run_dir)
         for k, tensor in enumerate(entry[side]):
-            detail, field = real[tensor["name"]], f"{where}.{side}[{k}]"
-            scale, zero_point = detail["quantization"]
-            if list(tensor["shape"]) != [int(n) for n in detail["shape"]]:
-                _differs(f"{field}.shape is {list(tensor['shape'])}", f"the file has {list(map(int, detail['shape']))}",
-                         path, run_dir)
-            if tensor["dtype"] != _dtype_name(detail["dtype"]):
-                _differs(f"{field}.dtype is {tensor['dtype']}", f"the file has {_dtype_name(detail['dtype'])}",
-                         path, run_dir)
-            listed_scale, listed_zero = _single(tensor.get("scale")), _single(tensor.get("zero_point"))
-            if listed_scale is not None and not _close(listed_scale, scale):
-                _differs(f"{field}.scale is {tensor['scale']}", f"the file has {scale}", path, run_dir)
-            if listed_zero is not None and int(listed_zero) != int(zero_point):
-                _differs(f"{field}.zero_point is {tensor['zero_point']}", f"the file has {zero_point}", path, run_dir)
+            found, field = real[tensor["name"]], f"{where}.{side}[{k}]"
+            for key, same in (("shape", lambda a, b: list(a) == b), ("dtype", str.__eq__), ("scale", _close),
+                              ("zero_point", lambda a, b: int(a) == b)):
+                listed_value = _single(tensor.get(key)) if key in ("scale", "zero_point") else tensor[key]
+                if listed_value is not None and not same(listed_value, found[key]):
+                    shown = list(tensor[key]) if key == "shape" else tensor[key]
+                    _differs(f"{field}.{key} is {shown}", f"the file has {found[key]}", path, run_dir)
 
 
 def _differs(listed, real, path, run_dir):
@@ -127,10 +122,6 @@ def _single(value):
     if isinstance(value, list):
         return 0 if not value else value[0] if len(value) == 1 else None
     return value
-
-
-def _dtype_name(dtype):
-    return getattr(dtype, "__name__", str(dtype))
 
 
 def _close(a, b):

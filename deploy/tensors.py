@@ -19,6 +19,16 @@ def numpy_dtype(name):
         raise ValueError(f"unsupported tensor dtype '{name}'; expected one of {sorted(_DTYPES)}") from None
 
 
+def describe_details(details):
+    """Manifest-style tensor descriptions (name, shape, dtype, scale, zero_point) from interpreter details."""
+    described = []
+    for d in details:
+        scale, zero = d["quantization"]
+        described.append({"name": d["name"], "shape": [int(s) for s in d["shape"]],
+                          "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)})
+    return described
+
+
 def _params(detail):
     scale, zero = detail["scale"], detail["zero_point"]
     return float(np.asarray(scale).ravel()[0]), int(np.asarray(zero).ravel()[0])

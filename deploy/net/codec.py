@@ -32,10 +32,14 @@ def describe(spec):
     return f"{spec['dtype']} {list(spec['shape'])}"
 
 
-def _quote(value, limit=80):
-    """A value from the request as a message quotes it: at most ``limit`` characters."""
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+MAX_ERROR_CHARS = 1000    # gRPC refuses trailing metadata past 8-16 KB and answers RESOURCE_EXHAUSTED instead
+
+
+def short(text, limit=MAX_ERROR_CHARS):
+    """``text`` cut to ``limit`` characters, saying how much was left out (values a request sent are
+    quoted at 80 characters, whole error texts at MAX_ERROR_CHARS)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def _shape(shape):
@@ -71,10 +75,10 @@ class Expected:
             name = tensor.name
             check = self._checks.get(name)
             if check is None:
-                raise TensorMismatch(f"{where}: unexpected tensor '{_quote(name)}'; this stage takes "
+                raise TensorMismatch(f"{where}: unexpected tensor '{short(name, 80)}'; this stage takes "
                                      + ", ".join(f"'{n}'" for n in expected))
             if name in arrays:
-                raise TensorMismatch(f"{where}: tensor '{_quote(name)}' is sent twice")
+                raise TensorMismatch(f"{where}: tensor '{short(name, 80)}' is sent twice")
             arrays[name] = _array(tensor, *check, where)
         if len(arrays) != len(expected):
             missing = [name for name in expected if name not in arrays]
@@ -99,7 +103,7 @@ def decode(tensors, specs, where):
 
 def _array(tensor, dtype, shape, size, where):
     if tensor.dtype != dtype.name:
-        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has dtype '{_quote(tensor.dtype)}', expected "
+        raise TensorMismatch(f"{where}: tensor '{tensor.name}' has dtype '{short(tensor.dtype, 80)}', expected "
                              f"'{dtype.name}' (quantize with the tensor's scale and zero point first)")
     if tensor.shape != shape:
         raise TensorMismatch(f"{where}: tensor '{tensor.name}' has shape {_shape(tensor.shape)}, expected {shape}")

@@ -13,7 +13,7 @@ import threading
 import grpc
 
 from deploy.net import stage_pb2
-from deploy.net.streams import short
+from deploy.net.codec import short
 
 _STOP = object()
 

@@ -15,15 +15,9 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from deploy.net import stage_pb2
+from deploy.net.codec import short
 
 log = logging.getLogger(__name__)
-MAX_ERROR_CHARS = 1000    # gRPC refuses trailing metadata past 8-16 KB and answers RESOURCE_EXHAUSTED instead
-
-
-def short(text, limit=MAX_ERROR_CHARS):
-    """``text`` cut to ``limit`` characters, saying how much was left out."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def close_call(context, code, details):

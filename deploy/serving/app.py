@@ -84,6 +84,9 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
     state = _State(upstream, queue, token, max_concurrent, retry_after_s)
 
+    def busy(message):
+        return error(503, message, headers={"Retry-After": str(retry_after_s)})
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         threading.Thread(target=state.load, name="load-upstream", daemon=True).start()
@@ -120,8 +123,8 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
         if refused:
             return refused
         if state.in_flight >= max_concurrent:
-            return error(503, f"busy: {max_concurrent} classification(s) already running; retry later "
-                              "or submit a job to POST /v1/jobs", headers={"Retry-After": str(retry_after_s)})
+            return busy(f"busy: {max_concurrent} classification(s) already running; retry later "
+                        "or submit a job to POST /v1/jobs")
         state.in_flight += 1
         try:
             image = await _image(request)
@@ -131,7 +134,7 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
         except ImageError as exc:
             return _bad_image(exc, upstream)
         except DecodeBusy as exc:
-            return error(503, str(exc), headers={"Retry-After": str(retry_after_s)})
+            return busy(str(exc))
         except UpstreamError as exc:
             return error(502, str(exc), headers={"Retry-After": str(retry_after_s)})
         finally:
@@ -146,8 +149,7 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
             return error(503, "no job queue is configured on this server; start it with --queue")
         waiting = await run_in_threadpool(queue.jobs.pending)
         if waiting >= max_queued:
-            return error(503, f"busy: {waiting} jobs already wait for a worker (limit {max_queued}); retry later",
-                         headers={"Retry-After": str(retry_after_s)})
+            return busy(f"busy: {waiting} jobs already wait for a worker (limit {max_queued}); retry later")
         image = await _image(request)
         if isinstance(image, JSONResponse):
             return image
@@ -156,7 +158,7 @@ def create_app(upstream, queue=None, token=None, max_concurrent=2, max_body_byte
         except ImageError as exc:
             return _bad_image(exc, upstream)
         except DecodeBusy as exc:
-            return error(503, str(exc), headers={"Retry-After": str(retry_after_s)})
+            return busy(str(exc))
         job_id = await run_in_threadpool(queue.submit, image, {"resize": resize, "convert": convert})
         return JSONResponse({"id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}, status_code=202)
 
