@@ -19,7 +19,7 @@ import numpy as np
 
 import datasets
 import runfolder
-from training import backbones, batches, models, plots
+from training import backbones, batch_norm, batches, models, plots
 from training.keras_setup import keras, tf
 
 
@@ -277,8 +277,11 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     ckpt_dir.mkdir(exist_ok=True)
     history_csv = os.path.join(run_dir, "history.csv")
 
+    statistics_batches = split("train", seed=seed + 1)   # not augmented: the images inference will see
+
     def callbacks(append):
-        return [keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
+        return [batch_norm.PreciseBatchNorm(statistics_batches),
+                keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
                 keras.callbacks.CSVLogger(history_csv, append=append),
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
     phases = [(epochs, 0, learning_rate)]   # (last epoch, layers open, learning rate)
