@@ -39,8 +39,8 @@ def _image(style, size, rng):
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
 
 
-def make_photo_folder(out, classes=6, per_class=250, seed=0):
-    """Writes OUT/class_K/[more/]N.jpg|png; returns the folder."""
+def make_photo_folder(out, classes=6, per_class=250, seed=0, sizes=SIZES):
+    """Writes OUT/class_K/[more/]N.jpg|png, each of one of ``sizes`` (width, height); returns the folder."""
     out = pathlib.Path(out)
     rng = np.random.default_rng(seed)
     styles = [_class_style(rng) for _ in range(classes)]
@@ -48,7 +48,7 @@ def make_photo_folder(out, classes=6, per_class=250, seed=0):
         for n in range(per_class):
             folder = out / f"class_{k}" / ("more" if n % 5 == 0 else "")
             folder.mkdir(parents=True, exist_ok=True)
-            image = _image(style, SIZES[int(rng.integers(0, len(SIZES)))], rng)
+            image = _image(style, sizes[int(rng.integers(0, len(sizes)))], rng)
             if n % 7 == 0:
                 image = image.convert("L")
             if n % 2:

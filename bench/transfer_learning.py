@@ -3,8 +3,9 @@
   1. rgbnet; MobileNetV2 (alpha 0.35, --weights none); MobileNetV2 from a weights file this bench
      pretrains on another generated set (other classes, other seed), head then fine-tuning: test
      accuracy, seconds per epoch, int8 accuracy and drop (PTQ).
-  2. Peak RSS of one training epoch's input pipeline over N images at 224x224: uint8 images read a
-     batch at a time (training.batches) against all of them made float32 first (the old way).
+  2. Peak RSS over a folder of N photos at 224x224: one epoch of training batches streamed from the
+     folder's disk cache (datasets.image_cache, training.batches), against every image decoded into
+     memory and made float32 (the old way), and a whole streamed training epoch of MobileNetV2.
 
     .venv/bin/python bench/transfer_learning.py [--per-class 250] [--size 96] [--epochs 6] [--rss-images 5000]
 
@@ -12,6 +13,7 @@ Prints a table, then one JSON line.
 """
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -27,28 +29,38 @@ from photo_like import make_photo_folder  # noqa: E402
 RSS = """
 import sys
 import numpy as np
-from datasets.preprocess import to_model_input
-images = np.random.default_rng(0).integers(0, 256, (int(sys.argv[2]), 224, 224, 3), dtype=np.uint8)
-labels = np.arange(len(images)) % 6
 def peak():   # VmHWM starts anew at exec (ru_maxrss would carry the parent's peak over)
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-base = peak()
-if sys.argv[1] == "float32":
-    x = to_model_input(images, (128.0, 128.0))
+mode, folder = sys.argv[1], sys.argv[2]
+if mode == "memory":   # the old way: every image decoded into one array, then made float32
+    from datasets.folder import _class_folders, _files
+    from datasets.preprocess import InputSpec, load_image, to_model_input
+    spec = InputSpec(224, 224, 3)
+    paths = [p for name in _class_folders(folder) for p in _files(f"{folder}/{name}")]
+    x = to_model_input(np.stack([load_image(p, spec, resize=True, convert=True) for p in paths]), (128.0, 128.0))
     for start in range(0, len(x), 64):
         x[start:start + 64].mean()
-else:
+elif mode == "stream":   # the folder data set (decoded once to its disk cache), one epoch of training batches
+    import datasets
     from training.batches import batches
-    for x, y in batches(images, labels, np.arange(len(images)), 64, (128.0, 128.0), augment=("flip",), seed=0):
+    data = datasets.load_dataset("folder", path=folder, size=224)
+    for x, y in batches(data.images, data.labels, np.arange(len(data)), 64, (128.0, 128.0), augment=("flip",), seed=0):
         pass
-print(base, peak())
+else:   # a real training epoch of MobileNetV2 (alpha 0.35) on the streamed folder
+    from training.train import train
+    train(sys.argv[3], "folder", {"path": folder, "size": 224}, "mobilenet_v2", epochs=1, batch_size=32,
+          verbose=0, overwrite=True)
+print(peak())
 """
 
 
-def peak_rss(mode, count):
-    out = subprocess.run([sys.executable, "-c", RSS, mode, str(count)], cwd=REPO, capture_output=True, text=True,
-                         check=True, timeout=1800).stdout.split()
-    return int(out[-1])
+def peak_rss(mode, folder, work):
+    out = subprocess.run([sys.executable, "-c", RSS, mode, str(folder), str(work / f"rss-{mode}")], cwd=REPO,
+                         capture_output=True, text=True, timeout=3600, env=dict(os.environ, CORAL_STAGES_CACHE=str(
+                             work / "cache")))
+    if out.returncode:
+        raise SystemExit(f"{mode}: {out.stderr[-2000:]}")
+    return int(out.stdout.split()[-1])
 
 
 def backbone_weights(run, path, size):
@@ -99,15 +111,17 @@ def main(argv=None):
                                                    fine_tune_epochs=max(1, args.epochs // 2)))
     rss = {}
     if args.rss_images:
-        rss = {mode: peak_rss(mode, args.rss_images) for mode in ("float32", "batches")}
+        many = make_photo_folder(work / "many", 6, -(-args.rss_images // 6), seed=2, sizes=((320, 240), (256, 256)))
+        rss = {mode: peak_rss(mode, many, work) for mode in ("stream", "memory", "train")}
     print(f"photo-like data: 6 classes x {args.per_class} at {args.size}px; {args.epochs} epochs")
     print(f"{'model':26} {'float':>7} {'int8':>7} {'drop':>6} {'s/epoch':>8}")
     for name, row in rows.items():
         print(f"{name:26} {row['float']:>7.4f} {row['int8']:>7.4f} {row['drop_points']:>6.2f} {row['s_per_epoch']:>8}")
     print(f"(pretraining on the other set: float {pre['float']:.4f})")
     if rss:
-        print(f"peak RSS, one epoch over {args.rss_images} images at 224x224: batches {rss['batches'] / 2**30:.2f} GiB,"
-              f" float32 first {rss['float32'] / 2**30:.2f} GiB")
+        print(f"peak RSS over {args.rss_images} photos at 224x224: one epoch of streamed batches "
+              f"{rss['stream'] / 2**30:.2f} GiB, all in memory as float32 {rss['memory'] / 2**30:.2f} GiB; "
+              f"a streamed training epoch of mobilenet_v2 0.35: {rss['train'] / 2**30:.2f} GiB")
     print(json.dumps({"bench": "training", "rows": rows, "pretraining": pre, "peak_rss_bytes": rss}))
 
 

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from datasets.image_cache import DiskImages
+
 _MODES = {1: "L", 3: "RGB"}
 
 
@@ -89,7 +91,7 @@ class Dataset:
 
     def __post_init__(self):
         images, labels, groups = self.images, self.labels, self.groups
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        if not isinstance(images, (np.ndarray, DiskImages)) or images.dtype != np.uint8 or images.ndim != 4:
             raise DatasetError(
                 f"data set {self.name!r}: images must be a uint8 array of shape (N, H, W, C), got "
                 f"{_describe(images)}")
@@ -112,6 +114,14 @@ class Dataset:
     def input_spec(self):
         """The InputSpec of one image of this data set."""
         return InputSpec(*self.images.shape[1:])
+
+    def skipped_summary(self):
+        """One line on the files that were not read, or None: each step says it once, not per file."""
+        if not self.skipped:
+            return None
+        first = self.skipped[0]
+        return (f"skipped {len(self.skipped)} file(s) that are not readable images (first: {first['path']}: "
+                f"{first['reason'][:120]}); all are listed in the manifest, dataset.skipped")
 
 
 def _is_int(value):

@@ -4,17 +4,16 @@ Images are read with the same ``load_image`` the deploy side uses (with convert 
 EXIF orientation applied), so training pixels match what the Pi feeds the model. Folders inside a
 class folder belong to that class. Files that are not readable images (a ``notes.txt``, a broken
 download) are skipped and listed in ``Dataset.skipped`` (training prints one line and keeps the
-list in the manifest); a class with fewer than ``FEW_IMAGES`` images gets a warning.
+list in the manifest). Decoded images stay on disk (``datasets.image_cache``): a folder of any
+size is read a batch at a time, and decoded once for all the steps.
 """
 import os
-import warnings
 
 import numpy as np
 
 from datasets.core import Dataset, DatasetError, InputSpec, int_option, path_option
+from datasets.image_cache import cached_decode, folder_key
 from datasets.preprocess import ImageError, load_image
-
-FEW_IMAGES = 10
 
 
 def load_folder(path, channels=3, size=96, height=None, width=None):
@@ -30,27 +29,30 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
     spec = InputSpec(height, width, channels)
 
     class_names = _class_folders(root)
-    images, labels, skipped = [], [], []
+    paths, classes = [], []
     for label, name in enumerate(class_names):
-        folder = os.path.join(root, name)
-        found = _read_folder(folder, spec, skipped)
-        if not found:
+        found = _files(os.path.join(root, name))
+        paths.extend(found)
+        classes.extend([label] * len(found))
+    try:
+        images, kept, skipped = cached_decode(
+            folder_key(root, paths, (height, width, channels)), paths, (height, width, channels),
+            lambda path: load_image(path, spec, resize=True, convert=True), ImageError)
+    except OSError as exc:
+        raise DatasetError(str(exc)) from exc
+    labels = np.asarray(classes, dtype=np.int64)[np.asarray(kept, dtype=np.int64)]
+    counts = np.bincount(labels, minlength=len(class_names))
+    for name, count in zip(class_names, counts):
+        if not count:
             raise DatasetError(
-                f"class folder {folder} has no readable images; add some images "
+                f"class folder {os.path.join(root, name)} has no readable images; add some images "
                 "or remove the folder")
-        if len(found) < FEW_IMAGES:
-            warnings.warn(f"class {name!r} has only {len(found)} images (fewer than {FEW_IMAGES}): its accuracy "
-                          "will be unreliable; add images, or train with --class-weights balanced", stacklevel=2)
-        images.extend(found)
-        labels.extend([label] * len(found))
-
-    n = len(images)
     return Dataset(
         name="folder",
-        images=np.stack(images),
-        labels=np.asarray(labels, dtype=np.int64),
+        images=images,
+        labels=labels,
         class_names=class_names,
-        groups=np.arange(n, dtype=np.int64),
+        groups=np.arange(len(labels), dtype=np.int64),
         options={"path": root, "channels": channels, "height": height, "width": width},
         skipped=skipped,
     )
@@ -69,17 +71,6 @@ def _class_folders(root):
             f"folder data set {root} has {len(names)} class sub-folder(s) {names}; expected at "
             "least 2 (one sub-folder of images per class, e.g. cat/ and dog/)")
     return names
-
-
-def _read_folder(folder, spec, skipped):
-    """All readable images in ``folder`` and its sub-folders (sorted by path); the others go to ``skipped``."""
-    pixels = []
-    for path in _files(folder):
-        try:
-            pixels.append(load_image(path, spec, resize=True, convert=True))
-        except ImageError as exc:
-            skipped.append({"path": path, "reason": str(exc)})
-    return pixels
 
 
 def _files(folder):

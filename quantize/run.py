@@ -45,6 +45,8 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     print(f"loading {model_path} and the {section['name']} training split for calibration")
     model = keras.models.load_model(model_path)
     data = datasets.load_dataset(section["name"], **section["options"])
+    if data.skipped:
+        print(data.skipped_summary())
     splits = datasets.load_splits(splits_path)
     normalization = normalization_of(manifest)
     representative = datasets.representative_samples(data, splits, samples, normalization=normalization)

@@ -4,11 +4,17 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STANDINS = REPO / "tests" / "standins"
+
+
+def pytest_configure(config):
+    """Decoded folder images go to a cache of this test session (subprocesses inherit it), not ~/.cache."""
+    os.environ["CORAL_STAGES_CACHE"] = tempfile.mkdtemp(prefix="coral-stages-cache-")
 
 
 def _coral_dir():

@@ -149,3 +149,50 @@ def test_statistics_are_the_mean_over_batches_and_frozen_layers_keep_theirs():
     assert np.allclose(trained.moving_mean.numpy(), expected, atol=1e-5)
     assert all(np.array_equal(a, b) for a, b in zip(before, frozen.get_weights()))
     assert trained.momentum == 0.99, "the layer's own momentum is given back"
+
+
+def test_a_run_stopped_while_fine_tuning_resumes_with_its_own_augmentation_weights_and_phases(tmp_path, capsys):
+    import runfolder
+    from training.train import Transfer, train
+    weights = tmp_path / "no_top.h5"
+    keras.applications.MobileNet(input_shape=(32, 32, 3), include_top=False, weights=None,
+                                 alpha=0.25).save_weights(weights)
+    run = tmp_path / "run"
+    train(str(run), "shapes", {"size": 32, "samples": 12, "classes": 2}, "mobilenet_v1", epochs=1, patience=5,
+          verbose=0, augment=("flip",), class_weights="balanced", batch_size=8,
+          transfer=Transfer(weights=str(weights), fine_tune_layers=4, fine_tune_epochs=2))
+    # As if the process died after the first fine-tuning epoch: its checkpoint and history row are the last.
+    (run / "checkpoints" / "epoch_003.keras").unlink()
+    (run / "model.keras").unlink()
+    history = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join(history[:3]) + "\n")
+    manifest = runfolder.load(run)
+    manifest["training"]["status"] = "running"
+    runfolder.save(run, manifest)
+    capsys.readouterr()
+    manifest = train(str(run), resume=True, verbose=0)   # nothing but the run folder given
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "epoch_002" in out
+    assert re.search(r"fine-tuning: [12] backbone layers trainable, learning rate 0.0001, epochs 2-3", out), out
+    training = manifest["training"]
+    assert (training["augment"], training["class_weights"], training["batch_size"]) == (["flip"], "balanced", 8)
+    assert training["epochs_run"] == 3 and training["transfer"]["fine_tune_from_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_qat_runs_on_mobilenet_v2_and_says_why_not_on_efficientnet(tmp_path):
+    import runfolder
+    from quantize.qat import quantize_aware_copy
+    from quantize.run import quantize_run
+    from quantize.ptq import QuantizeError
+    from training.train import train
+    run = tmp_path / "v2"
+    train(str(run), "shapes", {"size": 32, "samples": 30, "classes": 3}, "mobilenet_v2", epochs=1, verbose=0)
+    section = quantize_run(str(run), stages=2, samples=20, qat=True, qat_epochs=1)["quantization"]
+    qat = section["qat"]
+    assert qat["epochs"] == 1 and len(qat["history"]["loss"]) == 1
+    assert qat["extra_ops"] == {} and qat["unfolded"] == {}, "BatchNorm folded and ReLU6 fused as in PTQ"
+    assert verify_run(str(run), samples=8)["bit_exact"] is True
+    assert runfolder.verify_file(run, qat["model"], "QAT model").exists()
+    with pytest.raises(QuantizeError, match="cannot make a quantization-aware copy of 'efficientnet_b0'.*Rescaling"):
+        quantize_aware_copy(build_model("efficientnet_b0", (32, 32, 3), 3))

@@ -21,7 +21,7 @@ def test_balanced_weights_make_every_class_count_the_same():
 def test_a_folder_of_photos_trains_and_says_what_it_read_skipped_and_what_next(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "photos"
-    for name, count, colour in (("red", 24, 0), ("green", 12, 1)):
+    for name, count, colour in (("red", 24, 0), ("green", 12, 1), ("blue", 7, 2)):
         for k in range(count):
             folder = root / name / ("more" if k % 2 else "")
             folder.mkdir(parents=True, exist_ok=True)
@@ -34,16 +34,22 @@ def test_a_folder_of_photos_trains_and_says_what_it_read_skipped_and_what_next(t
                      "--epochs", "2", "--class-weights", "balanced", "--run", run)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert "data: 36 images of 32x32x3 in 2 classes (green 12, red 24)" in out
+    assert "data: 43 images of 32x32x3 in 3 classes (blue 7, green 12, red 24)" in out
+    assert result.stderr.count("WARNING: class 'blue' (7) has fewer than 10 images") == 1
     assert out.count("skipped 1 file(s) that are not readable images (first: ") == 1 and "notes.txt" in out
     assert "best epoch (lowest validation loss): " in out and f"next: python -m quantize --run {run}" in out
     assert "skipping" not in result.stderr, "no warning line per skipped file"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset"]["skipped_count"] == 1 and manifest["dataset"]["skipped"][0]["path"].endswith("notes.txt")
-    assert manifest["dataset"]["class_counts"] == [12, 24]
+    assert manifest["dataset"]["class_counts"] == [7, 12, 24]
     training = manifest["training"]
     assert training["class_weights"] == "balanced" and training["best_epoch"] in (1, 2)
     assert training["stopped_early"] is False and training["input_normalization"] == {"mean": 0.0, "std": 255.0}
+    quantized = run_cli("quantize", "--run", run, "--samples", "20", "--no-auto-qat")
+    assert quantized.returncode == 0, quantized.stderr[-2000:]
+    said = quantized.stdout + quantized.stderr
+    assert said.count("skipped 1 file(s) that are not readable images") == 1, "once in this step too"
+    assert "fewer than 10" not in said and "Warning" not in said, "the training step has said it"
 
 
 def test_augmentation_names_are_checked():

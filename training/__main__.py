@@ -45,7 +45,9 @@ def main(argv=None):
                         help="epochs of fine-tuning (default: as many as --epochs when --fine-tune-layers is set)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="resize the images to this size (the data set's size option), e.g. 96 or 224")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs (of the head, for a backbone with --fine-tune-layers); default 8, or with "
+                             "--resume as many as the run was first asked for")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=3, help="early stopping patience on val_loss")
@@ -69,12 +71,13 @@ def main(argv=None):
     import runfolder
     from training.models import ModelError
     from training.train import (  # imports TensorFlow: after --help
+        DEFAULT_EPOCHS,
         TrainingError,
         Transfer,
         train,
     )
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else \
-        (args.epochs if args.fine_tune_layers else 0)
+        ((args.epochs or DEFAULT_EPOCHS) if args.fine_tune_layers else 0)
     transfer = Transfer(alpha=args.alpha, weights=None if args.weights.lower() == "none" else args.weights,
                         fine_tune_layers=args.fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                         input_size=args.input_size)

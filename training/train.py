@@ -37,6 +37,10 @@ class Transfer:
         return {"alpha": self.alpha, "weights": self.weights}
 
 
+FEW_IMAGES = 10   # a class with fewer images gets a warning
+DEFAULT_EPOCHS = 8
+
+
 class TrainingError(ValueError):
     """The run folder or the options do not allow training as asked."""
 
@@ -132,9 +136,13 @@ def _describe_data(data):
     more = f", ... ({len(counts)} classes)" if len(counts) > 12 else ""
     print(f"data: {len(data.labels)} images of {data.images.shape[2]}x{data.images.shape[1]}x{data.images.shape[3]}"
           f" in {len(counts)} classes ({shown}{more})")
+    few = [f"{name!r} ({count})" for name, count in zip(data.class_names, counts) if count < FEW_IMAGES]
+    if few:
+        print(f"WARNING: class{'es' if len(few) > 1 else ''} {', '.join(few)} ha{'ve' if len(few) > 1 else 's'} "
+              f"fewer than {FEW_IMAGES} images: their accuracy will be unreliable; add images, or train with "
+              "--class-weights balanced", file=sys.stderr)
     if data.skipped:
-        print(f"skipped {len(data.skipped)} file(s) that are not readable images (first: {data.skipped[0]['path']}: "
-              f"{data.skipped[0]['reason'][:120]}); all are listed in the manifest, dataset.skipped")
+        print(data.skipped_summary())
 
 
 def balanced_weights(labels, classes):
@@ -193,7 +201,7 @@ def _with_main_aliases(history):
     return history
 
 
-def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=8,
+def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=None,
           batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
           verbose=None, exits=(), exit_weight=0.3, *, transfer=None, class_weights=None, augment=()):
     """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
@@ -211,7 +219,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
     """
     if verbose is None:  # a progress bar in a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         raise TrainingError(f"--epochs must be at least 1, got {epochs}")
     manifest = _manifest_to_resume(run_dir) if resume else None
     if manifest is not None:
@@ -221,6 +229,12 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
         transfer = Transfer(**manifest["training"]["transfer"]) if manifest["training"].get("transfer") else None
         exits = [e["boundary"] for e in manifest["training"].get("exits", [])]
         exit_weight = manifest["training"].get("exit_loss_weight", exit_weight)
+        asked = manifest["training"]   # as the first run was asked: the same batches, phases and weights
+        augment = tuple(asked.get("augment", augment))
+        class_weights = asked.get("class_weights", class_weights)
+        batch_size, learning_rate = asked.get("batch_size", batch_size), asked.get("learning_rate", learning_rate)
+        epochs = asked.get("epochs_asked") if epochs is None else epochs
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
     if model_name is not None:
         models.check_model_name(model_name)  # before the run folder is touched
     transfer = transfer or Transfer()
@@ -254,7 +268,9 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
         manifest = runfolder.load(run_dir, create=True)
         manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
         # Saved before fitting, so an interrupted run can be resumed with the same data and model.
-        manifest["training"] = {"model": model_name, "status": "running",
+        manifest["training"] = {"model": model_name, "status": "running", "epochs_asked": epochs,
+                                "batch_size": batch_size, "learning_rate": learning_rate,
+                                "augment": list(augment), "class_weights": class_weights,
                                 "transfer": dataclasses.asdict(transfer) if models.is_backbone(model_name) else None}
         if exits:
             manifest["training"].update(exits=_exit_entries(exits), exit_loss_weight=exit_weight)
