@@ -1,6 +1,6 @@
 """Transfer learning on photo-like data, side by side in one run (bench/photo_like.py makes the folders):
 
-  1. rgbnet; MobileNetV2 (alpha 0.35, --weights none); MobileNetV2 from a weights file this bench
+  1. rgbnet; every zoo model from random weights (MobileNetV2 at alpha 0.35); MobileNetV2 from a weights file this bench
      pretrains on another generated set (other classes, other seed), head then fine-tuning: test
      accuracy, seconds per epoch, int8 accuracy and drop (PTQ).
   2. Peak RSS over a folder of N photos at 224x224: one epoch of training batches streamed from the
@@ -8,6 +8,7 @@
      memory and made float32 (the old way), and a whole streamed training epoch of MobileNetV2.
 
     .venv/bin/python bench/transfer_learning.py [--per-class 250] [--size 96] [--epochs 6] [--rss-images 5000]
+        [--models mobilenet_v2,efficientnet_b0]
 
 Prints a table, then one JSON line.
 """
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from photo_like import make_photo_folder  # noqa: E402
+from training.backbones import BACKBONES  # noqa: E402
 
 RSS = """
 import sys
@@ -63,6 +65,16 @@ def peak_rss(mode, folder, work):
     return int(out.stdout.split()[-1])
 
 
+def subset(folder, out, every):
+    """A folder of every ``every``-th image of ``folder`` (symbolic links), with the same classes."""
+    for k, path in enumerate(sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file())):
+        if k % every == 0:
+            link = out / path.relative_to(folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return out
+
+
 def backbone_weights(run, path, size):
     """The trained MobileNetV2's backbone as a weights file, as Keras' no-top files are."""
     from training.keras_setup import keras
@@ -97,13 +109,15 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--rss-images", type=int, default=5000, help="0 skips the memory comparison")
+    p.add_argument("--models", default=",".join(sorted(BACKBONES)), help="zoo models trained from random weights")
     args = p.parse_args(argv)
     from training.train import Transfer
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-training-"))
     target = make_photo_folder(work / "photos", 6, args.per_class, seed=0)
     other = make_photo_folder(work / "other", 6, args.per_class, seed=1)
     rows = {"rgbnet": one(work / "rgbnet", target, args.size, "rgbnet", args.epochs)}
-    rows["mobilenet_v2 none"] = one(work / "v2", target, args.size, "mobilenet_v2", args.epochs)
+    for name in args.models.split(","):   # every zoo model from random weights: float, int8 and the drop
+        rows[f"{name} none"] = one(work / name, target, args.size, name, args.epochs)
     pre = one(work / "pre", other, args.size, "mobilenet_v2", args.epochs)
     weights = backbone_weights(work / "pre", work / "pretrained_no_top.h5", args.size)
     rows["mobilenet_v2 pretrained"] = one(work / "v2pre", target, args.size, "mobilenet_v2", max(1, args.epochs // 2),
@@ -113,6 +127,7 @@ def main(argv=None):
     if args.rss_images:
         many = make_photo_folder(work / "many", 6, -(-args.rss_images // 6), seed=2, sizes=((320, 240), (256, 256)))
         rss = {mode: peak_rss(mode, many, work) for mode in ("stream", "memory", "train")}
+        rss["train_fifth"] = peak_rss("train", subset(many, work / "fifth", 5), work)   # bounded: not per image
     print(f"photo-like data: 6 classes x {args.per_class} at {args.size}px; {args.epochs} epochs")
     print(f"{'model':26} {'float':>7} {'int8':>7} {'drop':>6} {'s/epoch':>8}")
     for name, row in rows.items():
@@ -121,7 +136,8 @@ def main(argv=None):
     if rss:
         print(f"peak RSS over {args.rss_images} photos at 224x224: one epoch of streamed batches "
               f"{rss['stream'] / 2**30:.2f} GiB, all in memory as float32 {rss['memory'] / 2**30:.2f} GiB; "
-              f"a streamed training epoch of mobilenet_v2 0.35: {rss['train'] / 2**30:.2f} GiB")
+              f"a streamed training epoch of mobilenet_v2 0.35 (batch 32): {rss['train'] / 2**30:.2f} GiB, and "
+              f"{rss['train_fifth'] / 2**30:.2f} GiB on a fifth of the photos")
     print(json.dumps({"bench": "training", "rows": rows, "pretraining": pre, "peak_rss_bytes": rss}))
 
 
