@@ -34,10 +34,47 @@ PIXELS_MINUS1_1 = (128.0, 128.0)     # MobileNets: [-1, 1) as Coral's models tak
 PIXELS_0_255 = (0.0, 1.0)            # models that scale inside (Keras' EfficientNet)
 
 
+INPUT_RANGES = {"-1,1": PIXELS_MINUS1_1, "0,1": PIXELS_0_1, "0,255": PIXELS_0_255}
+
+
+def parse_input_range(text):
+    """(mean, std) for ``--input-range`` -1,1 | 0,1 | 0,255 (the values the model was trained on)."""
+    key = str(text).replace(" ", "").replace("[", "").replace("]", "").replace(")", "")
+    if key not in INPUT_RANGES:
+        raise ValueError(f"--input-range {text!r}: choose one of {' | '.join(INPUT_RANGES)} (the values the model "
+                         "was trained on), or give --mean and --std")
+    return INPUT_RANGES[key]
+
+
+def raw_pixel_normalization(tensor):
+    """(mean, std) under which a quantized image input holds the pixels themselves: (zero point, 1/scale)
+    for uint8 (Coral's MobileNets: 128, 128 for [-1, 1)), (zero point + 128, 1/scale) for int8 (the
+    pixels minus 128); None for a float input or one without a single scale."""
+    scale, zero = (tensor or {}).get("scale"), (tensor or {}).get("zero_point")
+    if not isinstance(scale, (int, float)) or not scale or not isinstance(zero, int):
+        return None
+    offset = {"uint8": 0.0, "int8": 128.0}.get(tensor.get("dtype"))
+    return None if offset is None else (float(zero) + offset, 1.0 / float(scale))
+
+
 def normalization_of(manifest):
-    """(mean, std) the run's model was trained with (``training.input_normalization``); [0, 1] if unset."""
-    found = ((manifest or {}).get("training") or {}).get("input_normalization")
-    return (float(found["mean"]), float(found["std"])) if found else PIXELS_0_1
+    """(mean, std) of the run's model input: as trained (``training.input_normalization``), else as the
+    input contract says (``input.normalization``, from ``--input-range`` or read from the model), else
+    what makes the first stage's quantized input the raw pixels, else [0, 1]."""
+    manifest = manifest or {}
+    found = (manifest.get("training") or {}).get("input_normalization") or \
+        (manifest.get("input") or {}).get("normalization")
+    if found:
+        return float(found["mean"]), float(found["std"])
+    stages = manifest.get("stages") or [{}]
+    first = ((manifest.get("split") or {}).get("model_inputs") or (stages[0] or {}).get("inputs") or [None])[0]
+    return raw_pixel_normalization(first) or PIXELS_0_1
+
+
+def output_kind_of(manifest):
+    """"probabilities" when the run's model ends in a softmax, "logits" when not, None when unrecorded
+    (``deploy.tensors.class_scores`` then goes by the output's quantization)."""
+    return ((manifest or {}).get("output") or {}).get("kind")
 
 
 def to_model_input(pixels, normalization=PIXELS_0_1):

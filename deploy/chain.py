@@ -65,7 +65,8 @@ def check_feed(feeds, described, where):
 class StageChain:
     """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
 
-    def __init__(self, stages, output_names=None, input_names=None, exits=None, normalization=None):
+    def __init__(self, stages, output_names=None, input_names=None, exits=None, normalization=None,
+                 output_kind=None):
         """Checks that every stage input is a model input or an earlier stage's output.
 
         Args:
@@ -78,9 +79,11 @@ class StageChain:
           exits: {stage index: stage manifest entry} of stages ending at an
             early-exit head (``deploy.exits.stage_exits``); used by ``run_with_exit``.
           normalization: (mean, std) of the model input (``datasets.normalization_of``); None: [0, 1].
+          output_kind: "probabilities" or "logits" (``datasets.preprocess.output_kind_of``); None: as the
+            output's quantization says (``deploy.tensors.class_scores``).
         """
         self.exits = dict(exits or {})
-        self.normalization = normalization
+        self.normalization, self.output_kind = normalization, output_kind
         if not stages:
             raise ChainError("the chain has no stages")
         self.stages = list(stages)

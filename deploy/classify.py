@@ -3,7 +3,8 @@
 The same path serves single images, the held-out test set and the unsplit
 reference model: pixels -> ``datasets.to_model_input`` (the one preprocessing
 function training used) -> quantize with the input tensor's own parameters ->
-chain -> dequantize with the output tensor's parameters -> softmax.
+chain -> dequantize with the output tensor's parameters -> class scores (the values themselves when
+the model ends in a softmax, else their softmax: ``deploy.tensors.class_scores``).
 """
 import collections
 import time
@@ -13,7 +14,7 @@ import numpy as np
 from datasets.preprocess import PIXELS_0_1, to_model_input
 from deploy.chain import StageChain
 from deploy.runtime import make_interpreter
-from deploy.tensors import dequantize, describe_details, quantize, softmax
+from deploy.tensors import class_scores, dequantize, describe_details, quantize
 
 Class = collections.namedtuple("Class", "id score")
 WholeModel = collections.namedtuple("WholeModel", "index name path inputs outputs placement reason interpreter")
@@ -65,12 +66,20 @@ def logits_with_exit(chain, pixels, exit_threshold=None, timings=None):
     return dequantize(outputs[described["name"]], described).reshape(-1), exit_stage
 
 
+def scores(chain, pixels, exit_threshold=None):
+    """(class scores summing to one, exit stage index or None) for one image."""
+    outputs, exit_stage = chain.run_with_exit(image_feed(chain, pixels), exit_threshold)
+    described = chain.outputs[0] if exit_stage is None else chain.exit_output(exit_stage)
+    values = dequantize(outputs[described["name"]], described).reshape(-1)
+    kind = getattr(chain, "output_kind", None) if exit_stage is None else None   # exit heads: our own logits
+    return class_scores(values, described, kind), exit_stage
+
+
 def classify(chain, pixels, top_k=3, exit_threshold=None):
-    """Top-k Class(id, score) for one image, scores a softmax over the outputs (or a taken exit's)."""
-    scores = softmax(logits_with_exit(chain, pixels, exit_threshold)[0] if exit_threshold is not None
-                     else logits(chain, pixels))
-    order = np.argsort(-scores)[:top_k]
-    return [Class(int(i), float(scores[i])) for i in order]
+    """Top-k Class(id, score) for one image; scores are probabilities (or a taken exit's)."""
+    values = scores(chain, pixels, exit_threshold)[0]
+    order = np.argsort(-values)[:top_k]
+    return [Class(int(i), float(values[i])) for i in order]
 
 
 def evaluate(chain, images, labels, progress=None, exit_threshold=None):

@@ -5,7 +5,8 @@ import numpy as np
 
 import runfolder
 from datasets import InputSpec, load_image
-from datasets.preprocess import normalization_of
+from datasets.labels import labels_of, name_of
+from datasets.preprocess import normalization_of, output_kind_of
 from deploy import bench
 from deploy.chain import StageChain
 from deploy.classify import classify, evaluate
@@ -29,8 +30,13 @@ def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True)
     inputs = [t["name"] for t in split.get("model_inputs", [])]
     available = {t["name"] for s in stages for t in s.outputs}
     chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None,
-                       stage_exits(manifest), normalization_of(manifest))
+                       stage_exits(manifest), normalization_of(manifest), output_kind_of(manifest))
     return manifest, chain
+
+
+def describe_classes(classes, names):
+    """ "Egyptian cat (0.789), tabby, tabby cat (0.109)": each class by its label (or index) and score."""
+    return ", ".join(f"{name_of(names, c.id)} ({c.score:.3f})" for c in classes)
 
 
 def describe_placement(chain):
@@ -56,13 +62,11 @@ def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devic
     for line in describe_placement(chain):
         print(line)
     spec = input_spec(manifest, chain)
-    names = (manifest.get("dataset") or {}).get("class_names")
+    names = labels_of(manifest)
     results = []
     for path in images:
         classes = classify(chain, load_image(path, spec, resize=resize, convert=convert), top_k, exit_threshold)
-        label = ", ".join(f"{names[c.id] if names and c.id < len(names) else c.id} ({c.score:.3f})"
-                          for c in classes)
-        print(f"{path}: {label}")
+        print(f"{path}: {describe_classes(classes, names)}")
         results.append((path, classes))
     return results
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 import runfolder
+from datasets.labels import labels_of
 
 # Which command writes each part, for the notes shown where a part is missing.
 COMMANDS = {
@@ -158,7 +159,7 @@ def gather(run_dir, evaluate=True, limit=None):
     """The data of the report: manifest, history, confusion matrices and their notes."""
     manifest = runfolder.load(run_dir)
     history, history_note = load_history(run_dir, manifest)
-    classes = len((manifest.get("dataset") or {}).get("class_names") or [])
+    classes = len(labels_of(manifest) or [])
     test_split = load_test_split(run_dir, manifest) if manifest.get("dataset") else (None, "no data set")
     predictions, prediction_notes, prediction_info = gather_predictions(run_dir, manifest, test_split, evaluate,
                                                                         limit)

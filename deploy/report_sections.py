@@ -5,6 +5,7 @@ returns the section's HTML; a missing part becomes a note naming the command
 that writes it. Stage, latency and early-exit sections live in
 ``deploy.report_stages``.
 """
+from datasets.labels import labels_of
 from deploy import report_plots
 from deploy.report_data import agreement, command
 from deploy.report_html import Raw, esc, image, note, pairs, paragraph, pct, table
@@ -155,7 +156,7 @@ def _points(value):
 
 def confusion(data):
     matrices, notes = data["confusion"], data["confusion_notes"]
-    names = (data["manifest"].get("dataset") or {}).get("class_names") or []
+    names = labels_of(data["manifest"]) or []
     parts = [note(text) for text in notes]
     if not matrices:
         parts.append(note("no predictions to compare: nothing to draw"))

@@ -62,3 +62,20 @@ def softmax(logits):
     shifted = logits - np.max(logits, axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / np.sum(exp, axis=-1, keepdims=True)
+
+
+def holds_probabilities(detail):
+    """True for an output quantized as TFLite quantizes a SOFTMAX's (scale 1/256, zero point 0 for uint8,
+    -128 for int8): its values are probabilities already, and a second softmax would flatten them."""
+    scale, zero = _params(detail)
+    dtype = np.dtype(detail.get("dtype", "float32"))
+    expected = {np.dtype(np.uint8): 0, np.dtype(np.int8): -128}.get(dtype)
+    return expected is not None and abs(float(scale) - 1.0 / 256.0) < 1e-9 and zero == expected
+
+
+def class_scores(values, detail, kind=None):
+    """Scores that sum to one from a classifier's dequantized output: the values themselves when the
+    model ends in a softmax (``kind`` "probabilities", or None and ``holds_probabilities``), else their
+    softmax (``kind`` "logits")."""
+    probabilities = kind == "probabilities" or (kind is None and holds_probabilities(detail))
+    return np.asarray(values, dtype=np.float32) if probabilities else softmax(values)

@@ -68,6 +68,33 @@ def _int8_model(path):
     return str(runfolder.verify_file(path, record, "int8 model"))
 
 
+def _contract(args):
+    """The input contract and labels given on the command line, as manifest sections."""
+    from datasets.labels import LabelsError, label_record, read_labels
+    from datasets.preprocess import parse_input_range
+    from quantize.contract import ContractError
+    contract = {}
+    if (args.mean is None) != (args.std is None):
+        raise ContractError("--mean and --std go together (model input = (pixels - mean) / std)")
+    if args.input_range and args.mean is not None:
+        raise ContractError("give --input-range or --mean/--std, not both")
+    try:
+        if args.input_range:
+            mean, std = parse_input_range(args.input_range)
+            contract["input"] = {"normalization": {"mean": mean, "std": std},
+                                 "source": f"--input-range {args.input_range}"}
+        elif args.mean is not None:
+            if not args.std > 0:
+                raise ContractError(f"--std must be above 0, got {args.std:g}")
+            contract["input"] = {"normalization": {"mean": args.mean, "std": args.std},
+                                 "source": f"--mean {args.mean:g} --std {args.std:g}"}
+        if args.labels:
+            contract["labels"] = label_record(args.labels, read_labels(args.labels))
+    except (ValueError, LabelsError) as exc:
+        raise ContractError(str(exc)) from exc
+    return contract
+
+
 def _model_command(command, argv):
     """``split`` and ``plan``: work on any full-int8 .tflite file."""
     if command == "split":
@@ -84,25 +111,36 @@ def _model_command(command, argv):
     parser.add_argument("model", help="full-int8 .tflite file" + (" or a run folder" if command == "plan" else ""))
     if command == "split":
         parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
+        parser.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
+        parser.add_argument("--labels", default=None, metavar="FILE",
+                            help="class labels: one a line, or 'N label' a line (as Coral's label files)")
+        parser.add_argument("--input-range", default=None, metavar="LOW,HIGH",
+                            help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: read from "
+                                 "the model's input quantization, so the uint8 input is the raw pixels)")
+        parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
+        parser.add_argument("--std", type=float, default=None)
         _add_write_options(parser)
     _add_cut_options(parser, 1)
     args = parser.parse_args(argv)
     import runfolder
     from quantize.graph import GraphError, read_graph
     from quantize.plan_table import format_plan
+    from quantize.contract import ContractError, describe_contract
     from quantize.stages import plan_split, split_into
     try:
         if command == "split":
             default = None if args.isolate_unsupported else 1
-            split_into(args.out, args.model, args.stages or default, args.cut_after, **_plan_options(args))
+            manifest = split_into(args.out, args.model, args.stages or default, args.cut_after,
+                                  overwrite=args.overwrite, contract=_contract(args), **_plan_options(args))
             print(f"wrote stages and manifest to {args.out}")
+            print(describe_contract(manifest))
         else:
             plan = plan_split(read_graph(_int8_model(args.model)),
                               args.stages or (None if args.isolate_unsupported else 1), args.cut_after,
                               progress=lambda line: print(line, file=sys.stderr),
                               **_plan_options(args, profile=not args.no_profile))
             print("\n".join(format_plan(plan)))
-    except (GraphError, runfolder.ManifestError) as exc:
+    except (GraphError, runfolder.ManifestError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,7 @@ import pathlib
 import shutil
 
 import runfolder
+from quantize.contract import input_from_model
 from quantize.edgetpu_check import (
     describe_changes,
     lower_op_versions,
@@ -57,6 +58,9 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
     Raises:
       GraphError: the model is not full-int8 or cannot be cut as asked.
     """
+    if any(op.name == "edgetpu-custom-op" for op in graph.ops):
+        raise GraphError("the model is already compiled for the Edge TPU (it has an edgetpu-custom-op): split the "
+                         "model you gave the compiler (the file without _edgetpu), then compile the stages")
     check_full_int8(graph)
     if balance not in OBJECTIVES:
         raise GraphError(f"unknown --balance '{balance}'; choose one of {', '.join(OBJECTIVES)}")
@@ -167,16 +171,44 @@ def _inside(run_dir, path):
         return False
 
 
-def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print, **plan_options):
-    """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``."""
+def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print, overwrite=False, contract=None,
+               **plan_options):
+    """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``.
+
+    ``contract``: {"input": {"normalization", "source"}?, "labels": {"source", "names"}?} as given on the
+    command line; what the model says of its output (a last SOFTMAX: probabilities) is recorded too.
+    A folder that already holds a run is replaced only with ``overwrite``.
+    """
     if not pathlib.Path(model_path).is_file():
         raise GraphError(f"model file {model_path} does not exist")
+    out = pathlib.Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise GraphError(f"{out_dir} already has files; pass --overwrite to replace it, or choose another --out")
+        if not (out / runfolder.manifest.MANIFEST_NAME).exists():
+            raise GraphError(f"{out_dir} is not empty and is not a run folder; refusing to delete it")
+        shutil.rmtree(out)
+    graph = read_graph(model_path)
     manifest = runfolder.load(out_dir, create=True)
-    for later in ("stages", "split", "compile", "deploy"):
-        manifest.pop(later, None)
     split, entries = write_stages(out_dir, model_path, stages, cut_after, progress,
                                    **plan_options)
-    manifest["quantization"] = manifest.get("quantization") or {"int8_model": split["source"], "external": True}
+    manifest["quantization"] = {"int8_model": split["source"], "external": True}
     manifest["split"], manifest["stages"] = split, entries
+    manifest["output"] = output_contract(graph)
+    manifest.update({k: v for k, v in (contract or {}).items() if v})
+    if not manifest.get("input"):
+        found = input_from_model(entries[0]["inputs"][0])
+        if found:
+            manifest["input"] = found
     runfolder.save(out_dir, manifest)
     return manifest
+
+
+def output_contract(graph):
+    """{"kind": "probabilities" | "logits", "source"}: what the op writing the model's first output says."""
+    position = graph.producer.get(graph.outputs[0], -1)
+    names = [graph.ops[p].name for p in (position, position - 1) if p >= 0]
+    # A DEQUANTIZE (float output) right after the SOFTMAX still gives probabilities.
+    last = names[1] if names[:1] == ["DEQUANTIZE"] and len(names) > 1 else (names[0] if names else None)
+    kind = "probabilities" if last == "SOFTMAX" else "logits"
+    return {"kind": kind, "source": f"the model's last op ({last})"}

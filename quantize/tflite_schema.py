@@ -35,6 +35,9 @@ BUILTIN_OP_NAMES = {
 }
 
 
+FILE_IDENTIFIER = b"TFL3"
+
+
 def read_model(path_or_bytes):
     """Reads a .tflite file (path or bytes) into the mutable ``ModelT`` object tree."""
     if isinstance(path_or_bytes, (bytes, bytearray)):
@@ -42,6 +45,9 @@ def read_model(path_or_bytes):
     else:
         with open(path_or_bytes, "rb") as f:
             data = bytearray(f.read())
+    if bytes(data[4:8]) != FILE_IDENTIFIER:   # the runtime refuses such a file: "not a valid Flatbuffer buffer"
+        raise ValueError(f"its flatbuffer identifier is {bytes(data[4:8])!r}, not {FILE_IDENTIFIER!r}: not a TFLite "
+                         "model (the TFLite runtime refuses it too)")
     return flatbuffer_utils.read_model_from_bytearray(data)
 
 

@@ -79,12 +79,11 @@ def _evaluate(args, manifest, chain):
 def _classify(args, manifest, chain):
     from datasets import load_image
     from deploy.classify import classify
-    from deploy.commands import input_spec
+    from datasets.labels import labels_of
+    from deploy.commands import describe_classes, input_spec
     spec = input_spec(manifest, chain)
-    names = (manifest.get("dataset") or {}).get("class_names")
+    names = labels_of(manifest)
     for path in args.image:
         classes = classify(chain, load_image(path, spec, resize=args.resize, convert=args.convert), args.top_k,
                            exit_threshold=SERVERS_DECIDE)
-        label = ", ".join(f"{names[c.id] if names and c.id < len(names) else c.id} ({c.score:.3f})"
-                          for c in classes)
-        print(f"{path}: {label}")
+        print(f"{path}: {describe_classes(classes, names)}")

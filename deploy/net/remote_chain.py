@@ -5,7 +5,7 @@ in-process StageChain does, including replies from an early-exit head.
 """
 import time
 
-from datasets.preprocess import normalization_of
+from datasets.preprocess import normalization_of, output_kind_of
 
 # Early exit over the network is decided by each server's --exit-threshold, not by the client.
 SERVERS_DECIDE = "set by each serve-stage --exit-threshold"
@@ -19,7 +19,7 @@ class RemoteChain:
         plans = plan.chain_plans(manifest)
         self.client, self.inputs, self.outputs = client, list(plans[0].receives), list(plans[0].returns)
         self.stages = {entry["index"]: entry for entry in manifest.get("stages") or []}
-        self.normalization = normalization_of(manifest)
+        self.normalization, self.output_kind = normalization_of(manifest), output_kind_of(manifest)
 
     def run(self, feeds, timings=None):
         return self.run_with_exit(feeds, None, timings)[0]

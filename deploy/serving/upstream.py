@@ -18,6 +18,7 @@ import numpy as np
 
 from datasets import ImageError, load_image  # noqa: F401  (ImageError: part of this module's API)
 from datasets.decode_limits import DecodeLimits
+from datasets.labels import labels_of
 
 
 class UpstreamError(RuntimeError):
@@ -87,18 +88,17 @@ class LocalUpstream(_RunModel):
         from deploy.commands import input_spec, open_chain
         manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads)
         self.spec = input_spec(manifest, chain)
-        self.names = (manifest.get("dataset") or {}).get("class_names")
+        self.names = labels_of(manifest)
         self.chain, self.ready = chain, True
         return self
 
     def classify(self, image_bytes, resize=False, convert=False):
-        from deploy.classify import logits
-        from deploy.tensors import softmax
+        from deploy.classify import scores
         start = time.perf_counter()
         pixels = self.check(image_bytes, resize, convert)
         with self._lock:
-            scores = softmax(logits(self.chain, pixels))
-        return self._result(scores, [s.placement for s in self.chain.stages], start)
+            values = scores(self.chain, pixels)[0]
+        return self._result(values, [s.placement for s in self.chain.stages], start)
 
 
 class ChainUpstream(_RunModel):
@@ -126,7 +126,7 @@ class ChainUpstream(_RunModel):
         split = manifest.get("split") or {}
         self.input = (split.get("model_inputs") or stages[0]["inputs"])[0]
         self.spec = input_spec(manifest, _Inputs([self.input]))
-        self.names = (manifest.get("dataset") or {}).get("class_names")
+        self.names = labels_of(manifest)
         self.client = ChainClient(self.hosts, tls=self.tls, timeout_s=self.timeout_s)
         self.remote = RemoteChain(self.client, manifest)
         self.ready = True
@@ -138,17 +138,16 @@ class ChainUpstream(_RunModel):
         return f"stage servers not serving: {bad}" if bad else None
 
     def classify(self, image_bytes, resize=False, convert=False):
-        from deploy.classify import logits_with_exit
+        from deploy.classify import scores
         from deploy.net.client import ChainCallError
         from deploy.net.remote_chain import SERVERS_DECIDE
-        from deploy.tensors import softmax
         start = time.perf_counter()
         pixels = self.check(image_bytes, resize, convert)
         try:
-            values, exit_stage = logits_with_exit(self.remote, pixels, SERVERS_DECIDE)
+            values, exit_stage = scores(self.remote, pixels, SERVERS_DECIDE)
         except ChainCallError as exc:
             raise UpstreamError(f"the stage chain at {','.join(self.hosts)} failed: {exc}") from exc
-        result = self._result(softmax(values), [f"remote:{h}" for h in self.hosts], start)
+        result = self._result(values, [f"remote:{h}" for h in self.hosts], start)
         result["exit_stage"] = exit_stage
         return result
 

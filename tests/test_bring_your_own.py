@@ -1,0 +1,110 @@
+"""A model brought from elsewhere: Coral's own MobileNetV2 with its label file, split and run as its makers run it.
+
+Its uint8 input (scale 1/128, zero point 128) takes the raw pixels, its last op is a SOFTMAX (its
+output is probabilities already) and its classes are named by Coral's imagenet_labels.txt; deploy
+must give what a direct call of the unsplit model on the raw pixels gives.
+"""
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import runfolder
+from datasets.labels import LabelsError, labels_of, read_labels
+from tests.conftest import run_cli
+
+MODEL = "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def direct_top3(model, image, labels):
+    """The unsplit model on the image's raw uint8 pixels (resized bilinearly), read as it answers."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(model))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    pixels = np.asarray(Image.open(image).convert("RGB").resize((224, 224), Image.BILINEAR), np.uint8)
+    interpreter.set_tensor(detail["index"], pixels[np.newaxis])
+    interpreter.invoke()
+    out = interpreter.get_output_details()[0]
+    scale, zero = out["quantization"]
+    scores = (interpreter.get_tensor(out["index"])[0].astype(np.int32) - zero) * scale
+    return [(labels[k], float(scores[k])) for k in np.argsort(-scores)[:3]]
+
+
+def printed_top3(stdout, image):
+    line = next(x for x in stdout.splitlines() if x.startswith(f"{image}: "))
+    return [(name, float(score)) for name, score in re.findall(r"(.+?) \((\d\.\d{3})\)(?:, |$)", line.split(": ", 1)[1])]
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_coral_mobilenet_v2_split_gives_its_own_labels_and_probabilities(coral_data, tmp_path, stages):
+    run, labels_file = tmp_path / "m2", coral_data / "imagenet_labels.txt"
+    split = run_cli("quantize", "split", coral_data / MODEL, "--stages", stages, "--out", run, "--labels", labels_file)
+    assert split.returncode == 0, split.stderr[-2000:]
+    assert "the uint8 input is the raw pixels" in split.stdout and "output: probabilities" in split.stdout
+    manifest = runfolder.load(run)
+    assert manifest["output"]["kind"] == "probabilities" and len(labels_of(manifest)) == 1001
+    assert manifest["input"]["normalization"] == {"mean": 128.0, "std": 128.0}
+    labels = read_labels(labels_file)
+    images = [coral_data / "cat.bmp", coral_data / "bird.bmp"]
+    result = run_cli("deploy", "--run", run, "--image", *images, "--resize")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for image in images:
+        expected, got = direct_top3(coral_data / MODEL, image, labels), printed_top3(result.stdout, image)
+        assert [name for name, _ in got] == [name for name, _ in expected], (got, expected)
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1 / 256 + 5e-4), (got, expected)
+    assert printed_top3(result.stdout, images[0])[0][0] == "Egyptian cat"
+
+
+def test_label_files_in_both_formats(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("background\ntench, Tinca tinca\n\n")
+    numbered = tmp_path / "numbered.txt"
+    numbered.write_text("0  cat\n2: dog\n")
+    assert read_labels(plain) == ["background", "tench, Tinca tinca"]
+    assert read_labels(numbered) == ["cat", "1", "dog"]
+    twice = tmp_path / "twice.txt"
+    twice.write_text("0 cat\n0 dog\n")
+    with pytest.raises(LabelsError, match="names class 0 twice"):
+        read_labels(twice)
+    with pytest.raises(LabelsError, match="cannot be read"):
+        read_labels(tmp_path / "missing.txt")
+
+
+def test_split_refuses_what_the_runtime_refuses_compiled_models_and_a_full_folder(coral_data, tmp_path):
+    renamed = tmp_path / "renamed.tflite"
+    data = bytearray((coral_data / "mobilenet_v1_0.25_128_quant.tflite").read_bytes())
+    data[4:8] = b"XXXX"
+    renamed.write_bytes(bytes(data))
+    result = run_cli("quantize", "split", renamed, "--stages", 2, "--out", tmp_path / "a")
+    assert result.returncode == 2 and "flatbuffer identifier is b'XXXX', not b'TFL3'" in result.stderr
+    assert not (tmp_path / "a" / "stage_0.tflite").exists()
+    result = run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", "--stages", 2,
+                     "--out", tmp_path / "b")
+    assert result.returncode == 2 and "already compiled for the Edge TPU" in result.stderr
+    assert "the file without _edgetpu" in result.stderr and "Traceback" not in result.stderr
+    out = tmp_path / "c"
+    assert run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant.tflite", "--stages", 3,
+                   "--out", out).returncode == 0
+    (out / "bench.png").write_bytes(b"stale")
+    again = run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant.tflite", "--stages", 2, "--out", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert len(json.loads((out / "manifest.json").read_text())["stages"]) == 3, "left as it was"
+    again = run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant.tflite", "--stages", 2, "--out", out,
+                    "--overwrite")
+    assert again.returncode == 0 and not (out / "bench.png").exists()
+    assert len(runfolder.load(out)["stages"]) == 2 and not (out / "stage_2.tflite").exists()
+
+
+def test_input_contract_options_are_checked_and_recorded(coral_data, tmp_path):
+    model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
+    result = run_cli("quantize", "split", model, "--out", tmp_path / "a", "--input-range", "0,2")
+    assert result.returncode == 2 and "choose one of -1,1 | 0,1 | 0,255" in result.stderr
+    result = run_cli("quantize", "split", model, "--out", tmp_path / "b", "--mean", "3")
+    assert result.returncode == 2 and "--mean and --std go together" in result.stderr
+    result = run_cli("quantize", "split", model, "--out", tmp_path / "c", "--input-range", "0,1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    section = runfolder.load(tmp_path / "c")["input"]
+    assert section == {"normalization": {"mean": 0.0, "std": 255.0}, "source": "--input-range 0,1"}
