@@ -1,6 +1,6 @@
 """Run the stages of a run folder: on Edge TPUs where compiled stages and TPUs exist, else on the CPU.
 
-  python -m deploy --run runs/demo --image digit.png [--resize] [--convert]
+  python -m deploy --run runs/demo --image digit.png photos/ [--json] [--no-resize] [--no-convert]
   python -m deploy --run runs/demo --eval
   python -m deploy verify --run runs/demo [--reference MODEL.tflite] --samples 64
   python -m deploy verify --run runs/demo --devices usb:0,usb:1,cpu   (Edge TPU vs CPU stages)
@@ -95,11 +95,17 @@ def _parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(parser)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", nargs="+", help="image files to classify")
+    what.add_argument("--image", nargs="+", metavar="FILE_OR_FOLDER",
+                      help="image files (or folders of them) to classify")
     what.add_argument("--eval", action="store_true", help="accuracy and latency on the held-out test split")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--resize", action="store_true", help="resize images to the model's input size")
-    parser.add_argument("--convert", action="store_true", help="convert images to the model's colour mode")
+    parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    parser.add_argument("--resize", action=argparse.BooleanOptionalAction, default=True,
+                        help="resize images to the model's input size, saying so (default: on; --no-resize "
+                             "refuses an image of another size)")
+    parser.add_argument("--convert", action=argparse.BooleanOptionalAction, default=True,
+                        help="convert images to the model's colour mode, saying so (default: on; --no-convert "
+                             "refuses instead)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per image, for scripts")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
     parser.add_argument("--exit-threshold", type=float, default=None, metavar="P",
                         help="stop at the first early exit whose top softmax probability reaches P")
@@ -154,8 +160,14 @@ def main(argv=None):
             commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack,
                                   args.exit_threshold)
         else:
-            commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert, args.devices,
-                                     args.threads, args.xnnpack, args.exit_threshold)
+            results = commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert,
+                                               args.devices, args.threads, args.xnnpack, args.exit_threshold,
+                                               as_json=args.json)
+            failed = sum(classes is None for _, classes in results)
+            if failed:
+                print(f"{failed} of {len(results)} image(s) could not be classified (see the error lines)",
+                      file=sys.stderr)
+                return 2
     except commands.CannotRun as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return CANNOT_RUN

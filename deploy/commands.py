@@ -1,10 +1,13 @@
 """What ``python -m deploy`` does on a run folder: classify images, evaluate, verify."""
+import json
 import pathlib
+import sys
 
 import numpy as np
+from PIL import Image
 
 import runfolder
-from datasets import InputSpec, load_image
+from datasets import ImageError, InputSpec, load_image
 from datasets.labels import labels_of, name_of
 from datasets.preprocess import normalization_of, output_kind_of
 from deploy import bench
@@ -55,18 +58,69 @@ def input_spec(manifest, chain):
     return InputSpec(height=shape[1], width=shape[2], channels=shape[3])
 
 
-def classify_images(run_dir, images, top_k=3, resize=False, convert=False, devices=None, num_threads=None,
-                    xnnpack=True, exit_threshold=None):
-    """Top-k classes for each image file; returns [(path, [Class])]."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def image_paths(paths):
+    """The files named, with every image file under a named folder (recursively, sorted) in its place."""
+    found = []
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            found.append(str(path))
+    return found
+
+
+def _adapted(path, spec, resize, convert):
+    """What load_image will do to fit the image to the model, in words ("" when it fits as it is)."""
+    try:
+        with Image.open(path) as image:
+            size, mode = image.size, image.mode
+    except (OSError, ValueError):
+        return ""   # load_image says what is wrong with it
+    done = []
+    if resize and tuple(size) != (spec.width, spec.height):
+        done.append(f"resized {size[0]}x{size[1]} to {spec.width}x{spec.height}")
+    if convert and mode != spec.mode:
+        done.append(f"converted {mode} to {spec.mode}")
+    return ", ".join(done)
+
+
+def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices=None, num_threads=None,
+                    xnnpack=True, exit_threshold=None, as_json=False):
+    """Top-k classes of each image file (folders: every image in them); returns [(path, [Class] or None)].
+
+    An image that cannot be read gets its error line and the others still run (None in the result).
+    With ``as_json`` each image is one JSON line {"path", "top": [{"id", "label", "score"}]} or {"path", "error"}.
+    """
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    say = (lambda line: print(line, file=sys.stderr)) if as_json else print
     for line in describe_placement(chain):
-        print(line)
+        say(line)
     spec = input_spec(manifest, chain)
     names = labels_of(manifest)
+    paths = image_paths(images)
+    if not paths:
+        raise ImageError(f"no image files in {', '.join(map(str, images))} (looked for {', '.join(IMAGE_SUFFIXES)})")
     results = []
-    for path in images:
-        classes = classify(chain, load_image(path, spec, resize=resize, convert=convert), top_k, exit_threshold)
-        print(f"{path}: {describe_classes(classes, names)}")
+    for path in paths:
+        try:
+            classes = classify(chain, load_image(path, spec, resize=resize, convert=convert), top_k, exit_threshold)
+        except ImageError as exc:
+            print(json.dumps({"path": path, "error": str(exc)}) if as_json else f"error: {exc}",
+                  file=sys.stdout if as_json else sys.stderr)
+            results.append((path, None))
+            continue
+        adapted = _adapted(path, spec, resize, convert)
+        if adapted:
+            print(f"note: {path}: {adapted} (--no-resize/--no-convert refuse instead)", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"path": path, "top": [{"id": c.id, "label": name_of(names, c.id), "score": round(c.score, 6)}
+                                                    for c in classes]}))
+        else:
+            print(f"{path}: {describe_classes(classes, names)}")
         results.append((path, classes))
     return results
 

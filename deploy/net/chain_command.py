@@ -23,8 +23,10 @@ def parser():
     what.add_argument("--eval", action="store_true", help="accuracy and latency on the held-out test split")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
-    p.add_argument("--convert", action="store_true", help="convert images to the model's colour mode")
+    p.add_argument("--resize", action=argparse.BooleanOptionalAction, default=True,
+                   help="resize images to the model's input size (default: on; --no-resize refuses instead)")
+    p.add_argument("--convert", action=argparse.BooleanOptionalAction, default=True,
+                   help="convert images to the model's colour mode (default: on; --no-convert refuses instead)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each request in seconds (default 10)")
     from deploy.net import tls
     tls.add_arguments(p)
