@@ -16,6 +16,8 @@ import functools
 import importlib
 import os
 
+from runfolder.native_logs import quiet_native_stderr
+
 Runtime = collections.namedtuple("Runtime", "name version interpreter_class load_delegate pycoral module")
 
 _MODULES = (
@@ -99,9 +101,10 @@ def make_interpreter(model, num_threads=None, delegates=None, runtime=None, xnnp
         kwargs["experimental_op_resolver_type"] = _builtin_resolver(runtime)
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
-    if isinstance(model, (bytes, bytearray)):
-        interpreter = runtime.interpreter_class(model_content=bytes(model), **kwargs)
-    else:
-        interpreter = runtime.interpreter_class(model_path=os.fspath(model), **kwargs)
-    interpreter.allocate_tensors()
+    with quiet_native_stderr():   # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        if isinstance(model, (bytes, bytearray)):
+            interpreter = runtime.interpreter_class(model_content=bytes(model), **kwargs)
+        else:
+            interpreter = runtime.interpreter_class(model_path=os.fspath(model), **kwargs)
+        interpreter.allocate_tensors()
     return interpreter

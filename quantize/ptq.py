@@ -6,6 +6,7 @@ batch-1 graph, so no dynamic-shape ops (SHAPE, STRIDED_SLICE, PACK) appear.
 """
 import numpy as np
 
+from runfolder.native_logs import quiet_native_stderr
 from training.keras_setup import tf
 
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8}
@@ -44,4 +45,5 @@ def convert_int8(model, representative, io_type="uint8"):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = IO_TYPES[io_type]
     converter.inference_output_type = IO_TYPES[io_type]
-    return converter.convert()
+    with quiet_native_stderr():   # "fully_quantize: 0, inference_type: 6, ..."
+        return converter.convert()

@@ -71,3 +71,23 @@ def test_every_command_has_help():
         result = run_cli(module, *args, "--help")
         assert result.returncode == 0, (module, args, result.stderr)
         assert "usage:" in result.stdout
+
+
+NATIVE_NOISE = ("I0000", "E0000", "W0000", "absl::InitializeLog", "cuInit", "cuda drivers", "fully_quantize:",
+                "inference_type:", "XNNPACK delegate", "oneDNN custom operations")
+
+
+def test_make_demo_says_nothing_from_tensorflows_native_logs(tmp_path):
+    """What a user sees from `make demo` (one epoch here): the project's lines, none of TensorFlow's or the
+    runtime's C++ logging; with CORAL_STAGES_VERBOSE=1 they come back."""
+    import subprocess
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(["make", "-s", "demo", "EPOCHS=1", f"RUN={tmp_path / 'demo'}"], cwd=repo,
+                            capture_output=True, text=True, timeout=900)
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said[-3000:]
+    assert "chain accuracy on" in said and "0 mismatching outputs" in said, said[-3000:]
+    found = [line for line in said.splitlines() if any(noise in line for noise in NATIVE_NOISE)]
+    assert not found, found[:5]
+    loud = run_cli("deploy", "--run", tmp_path / "demo", "--eval", "--limit", "4", env={"CORAL_STAGES_VERBOSE": "1"})
+    assert loud.returncode == 0 and "XNNPACK delegate" in loud.stdout + loud.stderr
