@@ -13,7 +13,7 @@ from datasets.preprocess import normalization_of, output_kind_of
 from deploy import bench
 from deploy.chain import StageChain
 from deploy.classify import classify, evaluate
-from deploy.exits import exit_shares, stage_exits
+from deploy.exits import check_exit_threshold, exit_shares, stage_exits
 from deploy.progress import printer
 from deploy.runtime import load_runtime
 from deploy.stages import StageError, load_stages
@@ -96,6 +96,7 @@ def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices
     With ``as_json`` each image is one JSON line {"path", "top": [{"id", "label", "score"}]} or {"path", "error"}.
     """
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    check_exit_threshold(manifest, exit_threshold)
     say = (lambda line: print(line, file=sys.stderr)) if as_json else print
     for line in describe_placement(chain):
         say(line)
@@ -136,6 +137,7 @@ def load_test_set(run_dir, manifest):
 def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True, exit_threshold=None):
     """Accuracy and latency of the stage chain on the held-out test split; recorded in the manifest."""
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    check_exit_threshold(manifest, exit_threshold)
     images, labels = load_test_set(run_dir, manifest)
     if limit:
         images, labels = images[:limit], labels[:limit]

@@ -391,3 +391,13 @@ def test_images_and_folders_of_them_each_get_a_line_and_a_bad_one_does_not_stop_
     assert [line["path"] for line in lines] == [str(png), str(broken)] and as_json.returncode == 2
     assert len(lines[0]["top"]) == 2 and set(lines[0]["top"][0]) == {"id", "label", "score"}
     assert "not a readable image" in lines[1]["error"]
+
+
+def test_an_exit_threshold_on_a_run_without_exits_is_refused_with_the_fix(tiny_run, tmp_path):
+    png, _ = confident_test_image(tiny_run, tmp_path)
+    for args in (("--eval",), ("--image", png)):
+        result = deploy("--run", tiny_run, *args, "--exit-threshold", "0.9")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "this run has no early-exit heads" in result.stderr and "--exits" in result.stderr
+    result = deploy("--run", tiny_run, "--eval", "--exit-threshold", "1.5")
+    assert result.returncode == 2 and "is not a probability" in result.stderr

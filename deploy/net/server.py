@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import runfolder
-from deploy.exits import exit_taken
+from deploy.exits import check_exit_threshold, exit_taken
 from deploy.net import channels, codec, plan, stage_pb2, stage_pb2_grpc
 from deploy.net.calls import END as _END
 from deploy.net.calls import Call as _Stream
@@ -272,6 +272,7 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
       runfolder.ManifestError: the run folder or a stage file is wrong.
     """
     manifest = runfolder.load(run_dir)
+    check_exit_threshold(manifest, exit_threshold)
     stage_plan = plan.stage_plan(manifest, index, run_dir)
     if next_address is None and not stage_plan.is_last:
         raise ValueError(f"stage {index} is not the last of {stage_plan.stages}: pass --next HOST:PORT "
