@@ -37,12 +37,9 @@ def _exit_terms(stage_entry, outputs):
 
 
 def check_exit_threshold(manifest, threshold):
-    """Raises ValueError when ``threshold`` (not None) is outside (0, 1] or the run has no exit heads."""
+    """Raises ValueError when a ``threshold`` is given for a run with no exit heads."""
     if threshold is None:
         return
-    if not 0.0 < float(threshold) <= 1.0:
-        raise ValueError(f"--exit-threshold {threshold:g} is not a probability; give one above 0 and at most 1 "
-                         "(e.g. 0.9)")
     if not any(isinstance(entry, dict) and entry.get("exit") for entry in manifest.get("stages") or []):
         raise ValueError(f"--exit-threshold {threshold:g} given, but this run has no early-exit heads; leave it out, "
                          "or train with them (`python -m training --exits BOUNDARY,...`) and quantize again")

@@ -1,19 +1,14 @@
 """The end-of-run summary table, read from the manifest only."""
 import runfolder
+from deploy.tensors import short_name
 
 
 def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _short(name, width=28):
-    """The first of a converter's fused names, cut from the left to fit."""
-    first = name.split(";")[0]
-    return first if len(first) <= width else "..." + first[-(width - 3):]
-
-
 def _tensors(tensors):
-    return "; ".join(f"{_short(t['name'])} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
+    return "; ".join(f"{short_name(t['name'])} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in tensors)
 
 
 def _counts(pairs):
@@ -63,17 +58,25 @@ def summary_lines(manifest):
         + (f" - {compile_info['message']}" if compile_info.get("message") else ""),
         "",
     ]
-    header = f"{'stage':<6}{'bytes':>9}{'params':>9}{'ops':>5}{'ms':>8}  {'runs on':<16}inputs -> outputs"
-    lines.append(header)
-    lines.append("-" * len(header))
     placements = {s["index"]: s for s in evaluation.get("stages", [])}
-    for stage in manifest.get("stages") or []:
+    stages = manifest.get("stages") or []
+    rows = []
+    for stage in stages:
+        latency = placements.get(stage["index"], {}).get("latency_ms_median")
+        rows.append([str(stage["index"]), f"{stage['model']['bytes']:,}", f"{stage['parameter_bytes']:,}",
+                     str(stage["op_count"]), "-" if latency is None else f"{latency:.3f}",
+                     placements.get(stage["index"], {}).get("placement", "not run")])
+    header = ["stage", "bytes", "params", "ops", "ms", "runs on"]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
+    def row(cells, tail):   # numbers right-aligned, two spaces between columns whatever their width
+        return "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) \
+            + "  " + tail
+    lines.append(row(header, "inputs -> outputs"))
+    lines.append("-" * len(lines[-1]))
+    for stage, cells in zip(stages, rows):
         placed = placements.get(stage["index"], {})
-        latency = placed.get("latency_ms_median")
-        lines.append(
-            f"{stage['index']:<6}{stage['model']['bytes']:>9,}{stage['parameter_bytes']:>9,}"
-            f"{stage['op_count']:>5}{'-' if latency is None else f'{latency:.3f}':>8}  "
-            f"{placed.get('placement', 'not run'):<16}{_tensors(stage['inputs'])} -> {_tensors(stage['outputs'])}")
+        lines.append(row(cells, f"{_tensors(stage['inputs'])} -> {_tensors(stage['outputs'])}"))
         if placed.get("reason"):
             lines.append(f"{'':<6}why: {placed['reason']}")
         where = op_placement(stage)

@@ -29,6 +29,13 @@ def describe_details(details):
     return described
 
 
+def short_name(name, width=40):
+    """A tensor's name as tables show it: the first of a converter's fused names (``a;b;c`` -> ``a``, the op's
+    own output), cut from the left to fit. One rule for the plan, the summary and the report."""
+    first = name.split(";")[0]
+    return first if len(first) <= width else "..." + first[-(width - 3):]
+
+
 def _params(detail):
     scale, zero = detail["scale"], detail["zero_point"]
     return float(np.asarray(scale).ravel()[0]), int(np.asarray(zero).ravel()[0])

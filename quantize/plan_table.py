@@ -1,4 +1,5 @@
 """The partition plan as a table people read: one row per stage, then the cuts."""
+from deploy.tensors import short_name
 
 
 def _bytes(n):
@@ -6,10 +7,6 @@ def _bytes(n):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
-
-
-def _short(name, width=48):
-    return name if len(name) <= width else "..." + name[-(width - 3):]
 
 
 def format_plan(plan):
@@ -31,5 +28,5 @@ def format_plan(plan):
     lines.append(f"objective: {plan.objective}; max/mean per stage: {balances}")
     for k, (names, nbytes) in enumerate(plan.crossing):
         lines.append(f"cut {k} (before op {plan.cuts[k]}): {_bytes(nbytes)} in {len(names)} tensor(s): "
-                     + ", ".join(_short(n) for n in names))
+                     + ", ".join(short_name(n) for n in names))
     return lines

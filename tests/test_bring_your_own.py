@@ -108,3 +108,19 @@ def test_input_contract_options_are_checked_and_recorded(coral_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     section = runfolder.load(tmp_path / "c")["input"]
     assert section == {"normalization": {"mean": 0.0, "std": 255.0}, "source": "--input-range 0,1"}
+
+
+def test_summary_columns_stay_apart_and_name_crossing_tensors_as_the_plan_does(coral_data, tmp_path):
+    run = tmp_path / "m2"
+    split = run_cli("quantize", "split", coral_data / MODEL, "--stages", 2, "--out", run)
+    assert split.returncode == 0, split.stderr[-2000:]
+    cut = next(line for line in split.stdout.splitlines() if line.strip().startswith("cut 0"))
+    crossing = cut.split("tensor(s): ")[1].split(", ")
+    summary = run_cli("deploy", "summary", "--run", run)
+    assert summary.returncode == 0, summary.stderr
+    manifest = runfolder.load(run)
+    rows = [line.split() for line in summary.stdout.splitlines() if re.match(r"^\d+\s", line)]
+    for row, stage in zip(rows, manifest["stages"]):
+        assert row[1] == f"{stage['model']['bytes']:,}" and row[2] == f"{stage['parameter_bytes']:,}", row
+    second = next(line for line in summary.stdout.splitlines() if line.startswith("1 "))
+    assert all(f"{name} " in second for name in crossing), (crossing, second)
