@@ -38,8 +38,8 @@ def candidate(make, size, classes):
 
 def row(name, model, size):
     rng = np.random.default_rng(0)
-    pixels = np.concatenate([range_sample((size, size, 3))[np.newaxis],
-                             rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8)])
+    pixels = rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    pixels = np.concatenate([range_sample(pixels[0])[np.newaxis], pixels])
     int8 = convert_int8(model, to_model_input(pixels, NORMALIZATION.get(name, PIXELS_MINUS1_1)))
     report = check_model(int8, name)
     summary, memory = report["summary"], report["memory"]

@@ -104,7 +104,8 @@ def representative_samples(dataset, splits, count=200, seed=0, normalization=PIX
                       f"{len(train)}; using all of them", stacklevel=2)
         count = len(train)
     chosen = np.sort(np.random.default_rng(seed).choice(train, size=count, replace=False))
-    images = np.concatenate([range_sample(dataset.images.shape[1:])[np.newaxis], dataset.images[chosen]])
+    images = dataset.images[chosen]
+    images = np.concatenate([range_sample(images[0])[np.newaxis], images])
     return to_model_input(images, normalization)
 
 
