@@ -52,9 +52,17 @@ def quantize_aware_copy(model):
                             ) from exc
 
 
-def _compile(qmodel, learning_rate, exit_weight):
-    """Adam on sparse cross-entropy of logits, as in training; exit heads (extra outputs) weighted."""
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def ends_in_softmax(model):
+    """True when the model's (main) output is a softmax's: an imported model may end in one, ours end in logits."""
+    layer = model.get_layer(model.output_names[0]) if model.output_names else model.layers[-1]
+    return isinstance(layer, keras.layers.Softmax) or \
+        getattr(layer, "activation", None) in (keras.activations.softmax, getattr(keras.activations, "softmax", None))
+
+
+def _compile(qmodel, learning_rate, exit_weight, from_logits=True):
+    """Adam on sparse cross-entropy (of logits, as in training, unless the model ends in a softmax); exit
+    heads (extra outputs) weighted."""
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     outputs = len(qmodel.outputs)
     qmodel.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=[loss] * outputs,
                    loss_weights=[1.0] + [exit_weight] * (outputs - 1),
@@ -68,7 +76,7 @@ def check_epochs(epochs):
 
 
 def fine_tune(qmodel, train, val, epochs=3, learning_rate=1e-4, batch_size=64, exit_weight=0.3, seed=0,
-              verbose=2):
+              verbose=2, from_logits=True):
     """Trains the quantization-aware model; keeps the weights of the epoch with the best val_loss.
 
     Args:
@@ -78,7 +86,7 @@ def fine_tune(qmodel, train, val, epochs=3, learning_rate=1e-4, batch_size=64, e
     """
     check_epochs(epochs)
     keras.utils.set_random_seed(seed)
-    _compile(qmodel, learning_rate, exit_weight)
+    _compile(qmodel, learning_rate, exit_weight, from_logits)
     outputs = len(qmodel.outputs)
 
     def labels(y):
@@ -104,7 +112,8 @@ def convert_qat_int8(model, train, val, representative, io_type="uint8", epochs=
     qmodel = quantize_aware_copy(model)
     print(f"quantization-aware training: {epochs} epoch(s) on {len(train[1])} training samples, "
           f"learning rate {learning_rate:g}")
-    history = fine_tune(qmodel, train, val, epochs, learning_rate, batch_size, exit_weight, seed, verbose)
+    history = fine_tune(qmodel, train, val, epochs, learning_rate, batch_size, exit_weight, seed, verbose,
+                        from_logits=not ends_in_softmax(model))
     print(f"quantization-aware training: keeping epoch {history['best_epoch']} (lowest val_loss)")
     return convert_int8(qmodel, representative, io_type), history
 

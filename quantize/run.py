@@ -13,7 +13,8 @@ from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
 from quantize.ptq import convert_int8
 from quantize.qat import check_epochs, choose_int8
-from quantize.stages import write_stages
+from quantize.graph import read_graph
+from quantize.stages import output_contract, write_stages
 from training.keras_setup import keras
 
 
@@ -99,5 +100,6 @@ def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300
     print(f"splitting {int8_path.name} into stages")
     manifest["split"], manifest["stages"] = write_stages(
         run_dir, int8_path, stages, cut_after or None, exits=exits or None, **plan_options)
+    manifest["output"] = output_contract(read_graph(str(int8_path)))   # an imported model may end in a softmax
     runfolder.save(run_dir, manifest)
     return manifest

@@ -205,10 +205,14 @@ def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print,
 
 
 def output_contract(graph):
-    """{"kind": "probabilities" | "logits", "source"}: what the op writing the model's first output says."""
-    position = graph.producer.get(graph.outputs[0], -1)
-    names = [graph.ops[p].name for p in (position, position - 1) if p >= 0]
-    # A DEQUANTIZE (float output) right after the SOFTMAX still gives probabilities.
-    last = names[1] if names[:1] == ["DEQUANTIZE"] and len(names) > 1 else (names[0] if names else None)
+    """{"kind": "probabilities" | "logits", "source"}: what the op computing the model's first output says.
+    Type conversions at the edge (a QUANTIZE to uint8 output, a DEQUANTIZE to float) are looked through."""
+    tensor, last = graph.outputs[0], None
+    while graph.producer.get(tensor, -1) >= 0:
+        op = graph.ops[graph.producer[tensor]]
+        last = op.name
+        if op.name not in ("QUANTIZE", "DEQUANTIZE") or not op.inputs:
+            break
+        tensor = op.inputs[0]
     kind = "probabilities" if last == "SOFTMAX" else "logits"
     return {"kind": kind, "source": f"the model's last op ({last})"}

@@ -4,6 +4,7 @@
   python -m training --run runs/demo --epochs 12 --resume
   python -m training --dataset shapes --data-option size=32 --model rgbnet --run runs/shapes
   python -m training --run runs/exits --exits after_block1,after_block2   (early-exit heads, seed 001)
+  python -m training import my_model.keras --run runs/mine --dataset folder -o path=photos   (trained elsewhere)
 """
 import argparse
 import faulthandler
@@ -25,7 +26,58 @@ def _names(text):
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _import(argv):
+    """``python -m training import MODEL --run R --dataset ...``: a Keras model trained elsewhere."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training import", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Bring a Keras classifier trained elsewhere into a run folder; quantize, compile and deploy "
+                    "then work on it.\n\n  python -m training import my_model.keras --run runs/mine --dataset folder "
+                    "-o path=photos --input-range -1,1 --labels labels.txt")
+    parser.add_argument("model", help="a .keras or .h5 file, or a SavedModel folder (tf_keras)")
+    parser.add_argument("--run", required=True, help="run folder to create")
+    parser.add_argument("--dataset", default="folder",
+                        help="labelled data for calibration and the test split (default: folder, with -o path=)")
+    parser.add_argument("-o", "--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                        help="data set option, repeatable (e.g. path=/data/photos); the image size is the model's")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="the model's class labels (one a line, or 'N label' a line); class folders are matched "
+                             "to them by name (default: the data set's classes, in order)")
+    parser.add_argument("--input-range", default=None, metavar="LOW,HIGH",
+                        help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: 0,255 when the "
+                             "model starts with Rescaling, else 0,1, said as an assumption)")
+    parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
+    parser.add_argument("--std", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    args = parser.parse_args(argv)
+    import datasets
+    import runfolder
+    from datasets.labels import read_labels
+    from datasets.preprocess import parse_input_range
+    try:
+        normalization = None
+        if (args.mean is None) != (args.std is None) or (args.input_range and args.mean is not None):
+            raise ValueError("give --input-range, or --mean with --std, not a mix")
+        if args.input_range:
+            normalization = parse_input_range(args.input_range), f"--input-range {args.input_range}"
+        elif args.mean is not None:
+            if not args.std > 0:
+                raise ValueError(f"--std must be above 0, got {args.std:g}")
+            normalization = (args.mean, args.std), f"--mean {args.mean:g} --std {args.std:g}"
+        labels = (args.labels, read_labels(args.labels)) if args.labels else None
+        from training.import_model import import_keras  # imports TensorFlow: after the options are checked
+        import_keras(args.run, args.model, args.dataset, dict(args.data_option), normalization, labels,
+                     args.overwrite, args.seed)
+    except (ValueError, datasets.DatasetError, runfolder.ManifestError) as exc:   # TrainingError, LabelsError too
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["import"]:
+        return _import(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder to create or resume (e.g. runs/demo)")

@@ -349,7 +349,7 @@ def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epoc
             {**entry, "test_accuracy": float(scores[f"{entry['output']}_accuracy"]),
              "val_accuracy": history.get(f"val_{entry['output']}_accuracy", [None])[-1]}
             for entry in _exit_entries(exits)]
-    for later in ("quantization", "split", "stages", "compile", "deploy"):
+    for later in ("quantization", "split", "stages", "output", "compile", "deploy"):
         manifest.pop(later, None)  # a new model makes later steps' results stale
     manifest["accuracy"] = {"float": float(test_accuracy)}
     runfolder.save(run_dir, manifest)
