@@ -124,6 +124,19 @@ class Dataset:
                 f"{first['reason'][:120]}); all are listed in the manifest, dataset.skipped")
 
 
+def parse_option(text):
+    """("key", value) from a command line's KEY=VALUE (the value read as JSON when it is, else as text)."""
+    import argparse
+    import json
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"a data set option is KEY=VALUE (e.g. path=/data/photos), got '{text}'")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

@@ -2,6 +2,7 @@
 
   python -m deploy --run runs/demo --image digit.png photos/ [--json] [--no-resize] [--no-convert]
   python -m deploy --run runs/demo --eval
+  python -m deploy --run runs/coral --eval --dataset folder -o path=photos   (your own labelled images)
   python -m deploy verify --run runs/demo [--reference MODEL.tflite] --samples 64
   python -m deploy verify --run runs/demo --devices usb:0,usb:1,cpu   (Edge TPU vs CPU stages)
   python -m deploy bench --run runs/demo [--samples 200]
@@ -21,6 +22,8 @@ on this machine (e.g. verify --devices without an Edge TPU).
 """
 import argparse
 import sys
+
+from datasets.core import parse_option
 
 CANNOT_RUN = 3
 
@@ -106,7 +109,12 @@ def _parse(argv):
                         help="convert images to the model's colour mode, saying so (default: on; --no-convert "
                              "refuses instead)")
     parser.add_argument("--json", action="store_true", help="one JSON line per image, for scripts")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only N samples (default: all)")
+    parser.add_argument("--dataset", default=None,
+                        help="with --eval: a labelled data set of your own instead of the run's test split, e.g. "
+                             "folder -o path=photos (class folders named as the run's labels)")
+    parser.add_argument("-o", "--data-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                        help="option of --dataset, repeatable (e.g. path=/data/photos)")
     parser.add_argument("--exit-threshold", type=float, default=None, metavar="P",
                         help="stop at the first early exit whose top softmax probability reaches P")
     return "run", parser.parse_args(argv)
@@ -136,10 +144,14 @@ def main(argv=None):
     if argv and argv[0] in MODULE_COMMANDS:
         return _module_command(argv)
     command, args = _parse(argv)
+    if command == "run" and (args.dataset or args.data_option) and not args.eval:
+        print("error: --dataset and -o go with --eval (measure the run on that data set)", file=sys.stderr)
+        return 2
     if command == "doctor":
         return _doctor()
     import runfolder
     from datasets import ImageError
+    from datasets.core import DatasetError
     from deploy import commands, summary
     from deploy.chain import ChainError
     from deploy.runtime import RuntimeMissing
@@ -156,6 +168,11 @@ def main(argv=None):
         elif command == "bench":
             commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
                                args.queue_size, args.plot)
+        elif args.eval and args.dataset:
+            from deploy.eval_data import evaluate_on_data
+            manifest, chain = commands.open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
+            evaluate_on_data(args.run, manifest, chain, args.dataset, dict(args.data_option), args.limit,
+                             args.exit_threshold)
         elif args.eval:
             commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack,
                                   args.exit_threshold)
@@ -171,7 +188,7 @@ def main(argv=None):
     except commands.CannotRun as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return CANNOT_RUN
-    except (runfolder.ManifestError, ImageError, ChainError, RuntimeMissing, ValueError) as exc:
+    except (runfolder.ManifestError, ImageError, ChainError, RuntimeMissing, ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,7 @@ SECTIONS = [
     ("training", "Training", report_sections.training),
     ("accuracy", "Accuracy", report_sections.accuracy),
     ("confusion", "Confusion matrices", report_sections.confusion),
+    ("own-data", "On your own data", report_sections.own_data),
     ("stages", "Stages", report_stages.stages),
     ("latency", "Latency", report_stages.latency),
     ("exits", "Early exit", report_stages.exits),

@@ -69,22 +69,26 @@ def training_curves(history):
     return _png(plt, fig)
 
 
-def confusion(matrix, class_names, title):
-    """One confusion matrix as a heat map with counts in the cells (true class down, predicted across)."""
+def confusion(matrix, class_names, title, column_names=None):
+    """A confusion matrix as a heat map with counts in the cells (true class down, predicted across);
+    ``column_names`` when the answers have classes of their own (e.g. "other")."""
     plt = _pyplot()
     if plt is None:
         return None
-    size = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * size, 1.0 + 0.42 * size))
+    rows, cols = len(matrix), len(matrix[0]) if len(matrix) else 0
+    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * cols, 1.0 + 0.42 * rows))
     ax.imshow(matrix, cmap="Blues")
-    labels = [str(n) for n in class_names] if len(class_names) == size else [str(i) for i in range(size)]
-    ax.set_xticks(range(size), labels, rotation=90 if size > 12 else 0, fontsize=7)
-    ax.set_yticks(range(size), labels, fontsize=7)
+    column_names = column_names or class_names
+
+    def named(names, size):
+        return [str(n) for n in names] if len(names) == size else [str(i) for i in range(size)]
+    ax.set_xticks(range(cols), named(column_names, cols), rotation=90 if cols > 12 else 0, fontsize=7)
+    ax.set_yticks(range(rows), named(class_names, rows), fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    if size <= 20:
-        top = matrix.max() or 1
+    if max(rows, cols) <= 20:
+        top = max(max(row) for row in matrix) or 1
         for (i, j), count in _cells(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
                     color="white" if count > top / 2 else "black")

@@ -154,6 +154,29 @@ def _points(value):
     return "-" if value is None else f"{value:.2f}"
 
 
+def own_data(data):
+    """The run measured on a labelled data set of the user's (``deploy --eval --dataset``), or None."""
+    section = (data["manifest"].get("deploy") or {}).get("eval_data")
+    if not section:
+        return note(f"not measured; `python -m deploy --eval --run {data['run_dir']} --dataset folder -o path=DIR` "
+                    "measures the run on your own labelled images (one folder per class, named as its label)")
+    confusion = section["confusion"]
+    matrix, classes = confusion["matrix"], confusion["classes"]
+    parts = [paragraph(f"{section['dataset']} ({', '.join(f'{k}={v}' for k, v in section['options'].items())}): "
+                       f"{section['samples']} images, classes {section['matched']}; accuracy {pct(section['accuracy'])}."
+                       " Rows: true class; columns: the model's answer (\"other\": a class not in the data set).")]
+    parts.append(table(["class", "images", "accuracy"],
+                       [(c["name"], c["samples"], pct(c["accuracy"])) for c in section["per_class"]],
+                       table_id="own-data-per-class"))
+    png = report_plots.confusion(matrix, classes[:-1], f"chain on {section['dataset']}", column_names=classes)
+    if png:
+        parts.append(Raw(image(png, "confusion matrix on your data")))
+    parts.append(table(["true \\ predicted"] + classes,
+                       [[Raw(f"<b>{esc(name)}</b>")] + list(row) for name, row in zip(classes, matrix)],
+                       table_id="own-data-confusion"))
+    return "\n".join(parts)
+
+
 def confusion(data):
     matrices, notes = data["confusion"], data["confusion_notes"]
     names = labels_of(data["manifest"]) or []

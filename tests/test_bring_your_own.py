@@ -124,3 +124,34 @@ def test_summary_columns_stay_apart_and_name_crossing_tensors_as_the_plan_does(c
         assert row[1] == f"{stage['model']['bytes']:,}" and row[2] == f"{stage['parameter_bytes']:,}", row
     second = next(line for line in summary.stdout.splitlines() if line.startswith("1 "))
     assert all(f"{name} " in second for name in crossing), (crossing, second)
+
+
+def test_any_run_is_measured_on_a_labelled_folder_matched_to_its_labels(coral_data, tmp_path):
+    run = tmp_path / "m2"
+    assert run_cli("quantize", "split", coral_data / MODEL, "--stages", 2, "--out", run, "--labels",
+                   coral_data / "imagenet_labels.txt").returncode == 0
+    photos = tmp_path / "photos"
+    for name, source in (("Egyptian cat", "cat.bmp"), ("chickadee", "bird.bmp")):
+        (photos / name).mkdir(parents=True)
+        image = Image.open(coral_data / source).convert("RGB")
+        for k, box in enumerate(((0, 0, 400, 300), (60, 20, 500, 340), (0, 0, 512, 340))):
+            image.crop(box).save(photos / name / f"{k}.png")
+        image.transpose(Image.FLIP_LEFT_RIGHT).save(photos / name / "flipped.jpg")
+    result = run_cli("deploy", "--run", run, "--eval", "--dataset", "folder", "-o", f"path={photos}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "8 images in 2 classes, matched to the run's labels by name" in result.stdout
+    section = runfolder.load(run)["deploy"]["eval_data"]
+    assert section["samples"] == 8 and [c["name"] for c in section["per_class"]] == ["Egyptian cat", "chickadee"]
+    matrix = np.asarray(section["confusion"]["matrix"])
+    assert matrix.shape == (2, 3) and matrix.sum() == 8 and section["confusion"]["classes"][-1] == "other"
+    assert section["accuracy"] == pytest.approx(np.trace(matrix[:, :2]) / 8)
+    assert section["accuracy"] >= 0.75, section   # crops and a mirror image of the cat and the bird
+    report = run_cli("deploy", "report", "--run", run, "--no-eval")
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (run / "report.html").read_text()
+    assert 'id="own-data-confusion"' in html and "Egyptian cat" in html
+
+    (photos / "not a label").mkdir()
+    Image.open(coral_data / "cat.bmp").save(photos / "not a label" / "x.png")
+    wrong = run_cli("deploy", "--run", run, "--eval", "--dataset", "folder", "-o", f"path={photos}")
+    assert wrong.returncode == 2 and "'not a label'" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -245,7 +245,7 @@ def test_report_of_an_empty_manifest_says_what_to_run_for_each_part(tmp_path):
     page = write_report(tmp_path).read_text(encoding="utf-8")
     wanted = {"dataset": "python -m training", "training": "python -m training", "accuracy": "python -m quantize",
               "confusion": "python -m quantize", "stages": "python -m quantize", "latency": "python -m deploy bench",
-              "exits": "no exits in this run"}
+              "exits": "no exits in this run", "own-data": "python -m deploy --eval"}
     assert set(wanted) == {sid for sid, _, _ in SECTIONS}
     for section_id, text in wanted.items():
         assert text in section_html(page, section_id), section_id

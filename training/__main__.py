@@ -8,18 +8,9 @@
 """
 import argparse
 import faulthandler
-import json
 import sys
 
-
-def _option(text):
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--data-option needs KEY=VALUE, got '{text}'")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+from datasets.core import parse_option
 
 
 def _names(text):
@@ -37,7 +28,7 @@ def _import(argv):
     parser.add_argument("--run", required=True, help="run folder to create")
     parser.add_argument("--dataset", default="folder",
                         help="labelled data for calibration and the test split (default: folder, with -o path=)")
-    parser.add_argument("-o", "--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+    parser.add_argument("-o", "--data-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. path=/data/photos); the image size is the model's")
     parser.add_argument("--labels", default=None, metavar="FILE",
                         help="the model's class labels (one a line, or 'N label' a line); class folders are matched "
@@ -82,7 +73,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder to create or resume (e.g. runs/demo)")
     parser.add_argument("--dataset", default="digits", help="data set name (default: digits, embedded)")
-    parser.add_argument("-o", "--data-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+    parser.add_argument("-o", "--data-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. noise=0.1, size=32, path=/data/imgs)")
     parser.add_argument("--model", default=None,
                         help="splitnet (grey, seed 000), rgbnet, mobilenet_v1, mobilenet_v2, mobilenet_v3_small, "
