@@ -30,7 +30,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import runfolder  # noqa: E402
+import runfolder
 
 MIB = 2 ** 20
 

@@ -26,8 +26,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from photo_like import make_photo_folder  # noqa: E402
-from training.backbones import BACKBONES  # noqa: E402
+from photo_like import make_photo_folder
+
+from training.backbones import BACKBONES
 
 RSS = """
 import sys

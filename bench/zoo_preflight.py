@@ -17,12 +17,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from compile.preflight import check_model  # noqa: E402
-from datasets.preprocess import PIXELS_MINUS1_1, range_sample, to_model_input  # noqa: E402
-from quantize.ptq import convert_int8  # noqa: E402
-from training.backbones import BACKBONES  # noqa: E402
-from training.keras_setup import keras  # noqa: E402
-from training.models import NORMALIZATION, build_model  # noqa: E402
+from compile.preflight import check_model
+from datasets.preprocess import PIXELS_MINUS1_1, range_sample, to_model_input
+from quantize.ptq import convert_int8
+from training.backbones import BACKBONES
+from training.keras_setup import keras
+from training.models import NORMALIZATION, build_model
 
 CANDIDATES = {
     "mobilenet_v3_small (hard-swish)": lambda i: keras.applications.MobileNetV3Small(
@@ -60,7 +60,7 @@ def main(argv=None):
     print(f"{'model':34} {'params':>10} {'int8 KiB':>9} {'ops':>5} {'on TPU':>7}  fits on chip  left on the CPU")
     for r in rows:
         print(f"{r['model']:34} {r['parameters']:>10,} {r['int8_kib']:>9} {r['ops']:>5} {r['tpu_ops']:>7}  "
-              f"{str(r['fits_on_chip']):12}  {', '.join(r['cpu_op_types']) or '-'}")
+              f"{r['fits_on_chip']!s:12}  {', '.join(r['cpu_op_types']) or '-'}")
     print(json.dumps({"bench": "zoo_preflight", "size": args.size, "rows": rows}))
 
 

@@ -9,6 +9,7 @@ import sys
 
 import runfolder
 from compile import DEFAULT_TIMEOUT, CompilerError, compile_run
+from runfolder import cli
 
 
 def _positive(kind):
@@ -21,7 +22,7 @@ def _positive(kind):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m compile",
         description="Compile each stage .tflite of a run folder with Coral's edgetpu_compiler "
                     "and record the results in its manifest. Without the compiler, records "
@@ -62,7 +63,7 @@ def parse_args(argv=None):
 
 
 def parse_check_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m compile check",
         description="Predict, without edgetpu_compiler and without TensorFlow, which ops of a "
                     "model compiler 16.0 maps to the Edge TPU, which fall to the CPU and why, "

@@ -7,7 +7,6 @@
 Exported files are named ``<index>_<class>.png`` (index into the data set), ready
 for ``python -m deploy --image``.
 """
-import argparse
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from PIL import Image
 from datasets.preprocess import ImageError
 from datasets.registry import DatasetError, available_datasets, describe, load_dataset
 from datasets.splits import SPLITS, make_splits
+from runfolder import cli
 
 
 def parse_options(pairs):
@@ -61,9 +61,9 @@ def _safe(name):
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m datasets", description="List data sets or export sample images.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, help="what to do (each has --help)")
     commands.add_parser("list", help="show the available data sets")
     exp = commands.add_parser(
         "export", help="save sample images as <index>_<class>.png",

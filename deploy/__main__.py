@@ -24,6 +24,7 @@ import argparse
 import sys
 
 from datasets.core import parse_option
+from runfolder import cli
 
 CANNOT_RUN = 3
 
@@ -54,27 +55,27 @@ def _common(parser):
 
 
 def _verify_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m deploy verify",
         description="Run the stage chain and the unsplit model on the same inputs; exit 1 if any output "
                     "differs. With --devices naming an Edge TPU, compare the compiled stages on the TPU with "
                     "the same stages' int8 files on the CPU instead (exit 3 when no stage can run on a TPU).")
     _common(parser)
     parser.add_argument("--reference", default=None, help="unsplit model (default: the run's int8 model)")
-    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=64, help="inputs compared (test split images, else random)")
     return parser
 
 
 def _bench_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m deploy bench",
         description="Latency p50/p95/p99 per stage and end to end, and throughput, sequential vs pipelined "
                     "(one thread per stage); saved in the manifest (deploy.bench) with a plot bench.png.")
     _common(parser)
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=200, help="timed inputs")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed inputs first")
     parser.add_argument("--queue-size", type=int, default=2, help="bound of each queue between stages")
-    parser.add_argument("--no-plot", dest="plot", action="store_false")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw bench.png")
     return parser
 
 
@@ -84,17 +85,17 @@ def _parse(argv):
     if argv and argv[0] == "bench":
         return "bench", _bench_parser().parse_args(argv[1:])
     if argv and argv[0] == "doctor":
-        parser = argparse.ArgumentParser(
+        parser = cli.ArgumentParser(
             prog="python -m deploy doctor",
             description="Python, tflite runtime, libedgetpu (where, which build), Edge TPUs, and verdicts on "
                         "known-bad pairings with their fixes. Exit 1 when one is found.")
         return "doctor", parser.parse_args(argv[1:])
     if argv and argv[0] == "summary":
-        parser = argparse.ArgumentParser(prog="python -m deploy summary",
+        parser = cli.ArgumentParser(prog="python -m deploy summary",
                                          description="Print the run's summary table from its manifest.")
-        parser.add_argument("--run", required=True)
+        parser.add_argument("--run", required=True, help="run folder")
         return "summary", parser.parse_args(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(parser)
     what = parser.add_mutually_exclusive_group(required=True)

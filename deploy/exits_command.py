@@ -12,13 +12,15 @@ import sys
 
 import numpy as np
 
+from runfolder import cli
+
 DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.99,0.999"
 GOAL_EARLY_SHARE = 0.5     # the seed's question: can half the samples leave early ...
 GOAL_ACCURACY_POINTS = 1.0  # ... within one accuracy point of the full model?
 
 
 def parser():
-    parser = argparse.ArgumentParser(prog="python -m deploy exits", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m deploy exits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder trained with --exits and quantized")
     parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS,
@@ -28,7 +30,7 @@ def parser():
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per stage interpreter")
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
                         help="use TFLite's built-in CPU kernels instead of XNNPACK")
-    parser.add_argument("--no-plot", dest="plot", action="store_false")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw exits.png")
     return parser
 
 

@@ -12,17 +12,18 @@ import os
 import sys
 
 from deploy import k8s
+from runfolder import cli
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy k8s", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy k8s", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = k8s.Options()
     p.add_argument("--run", required=True, help="run folder (its manifest lists the stages)")
     p.add_argument("--nodes", default="", help="node names, one per stage (stage K on node K) or one for all; "
                                                "default: any node (TPU stages: any node with --tpu-label)")
     p.add_argument("--image", default=d.image, help="container image with this project and a tflite runtime")
-    p.add_argument("--namespace", default=d.namespace)
+    p.add_argument("--namespace", default=d.namespace, help="Kubernetes namespace of every object")
     p.add_argument("--name", default=None, help="prefix of the object names (default: the run folder's name)")
     p.add_argument("--host-run-dir", default=None,
                    help="where the run folder sits on every node (hostPath); default /mnt/data/coral/<run name>")
@@ -31,16 +32,17 @@ def parser():
                    help="usb: Coral USB Accelerator (/dev/bus/usb); pci: M.2/PCIe module (/dev/apex_0)")
     p.add_argument("--device-resource", default=None,
                    help="a device plugin's resource name for the Edge TPU (then no privileged pod)")
-    p.add_argument("--stage-port", type=int, default=d.stage_port)
-    p.add_argument("--api-port", type=int, default=d.api_port)
+    p.add_argument("--stage-port", type=int, default=d.stage_port, help="port each stage server listens on")
+    p.add_argument("--api-port", type=int, default=d.api_port, help="port of the HTTP API")
     p.add_argument("--no-api", dest="api", action="store_false", help="stages only, no HTTP API")
-    p.add_argument("--api-service-type", choices=k8s.SERVICE_TYPES, default=d.api_service_type)
+    p.add_argument("--api-service-type", choices=k8s.SERVICE_TYPES, default=d.api_service_type,
+                   help="how the API is reached from outside the cluster")
     p.add_argument("--token-secret", default=d.token_secret, help="Secret (key 'token') holding the API token")
     p.add_argument("--api-queue", default=None,
                    help="job queue of the API and its worker: redis://host:port/db (default: sqlite in the pod)")
     p.add_argument("--max-in-flight", type=int, default=None, help="passed to every serve-stage")
-    p.add_argument("--cpu-limit", default=d.cpu_limit)
-    p.add_argument("--memory-limit", default=d.memory_limit)
+    p.add_argument("--cpu-limit", default=d.cpu_limit, help="CPU limit of each stage container")
+    p.add_argument("--memory-limit", default=d.memory_limit, help="memory limit of each stage container")
     p.add_argument("--out", default=None, help="write the YAML here instead of printing it")
     return p
 

@@ -8,7 +8,6 @@ each op runs, compile results), latency per stage and end to end, and the
 early-exit trade-off. Images are inlined, so the file can be mailed or
 archived alone. Parts a run does not have yet show which command makes them.
 """
-import argparse
 import datetime
 import pathlib
 import sys
@@ -17,6 +16,7 @@ import runfolder
 from deploy import report_sections, report_stages
 from deploy.report_data import gather
 from deploy.report_html import page
+from runfolder import cli
 
 SECTIONS = [
     ("dataset", "Data set and split", report_sections.dataset),
@@ -31,7 +31,7 @@ SECTIONS = [
 
 
 def parser():
-    result = argparse.ArgumentParser(
+    result = cli.ArgumentParser(
         prog="python -m deploy report",
         description="Write one self-contained HTML page about a run (images inlined, no external requests).")
     result.add_argument("--run", required=True, help="run folder")

@@ -11,6 +11,8 @@
 import argparse
 import sys
 
+from runfolder import cli
+
 
 def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
@@ -98,11 +100,11 @@ def _contract(args):
 def _model_command(command, argv):
     """``split`` and ``plan``: work on any full-int8 .tflite file."""
     if command == "split":
-        parser = argparse.ArgumentParser(prog="python -m quantize split",
+        parser = cli.ArgumentParser(prog="python -m quantize split",
                                          description="Split any full-int8 .tflite into stage files and a "
                                                      "manifest usable by compile/ and deploy/.")
     else:
-        parser = argparse.ArgumentParser(prog="python -m quantize plan",
+        parser = cli.ArgumentParser(prog="python -m quantize plan",
                                          description="Print how a full-int8 .tflite would be split (per "
                                                      "stage: ops, MACs, parameter and activation bytes, "
                                                      "CPU latency) without writing anything.")
@@ -118,14 +120,14 @@ def _model_command(command, argv):
                             help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: read from "
                                  "the model's input quantization, so the uint8 input is the raw pixels)")
         parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
-        parser.add_argument("--std", type=float, default=None)
+        parser.add_argument("--std", type=float, default=None, help="with --mean: the divisor of the pixels")
         _add_write_options(parser)
     _add_cut_options(parser, 1)
     args = parser.parse_args(argv)
     import runfolder
+    from quantize.contract import ContractError, describe_contract
     from quantize.graph import GraphError, read_graph
     from quantize.plan_table import format_plan
-    from quantize.contract import ContractError, describe_contract
     from quantize.stages import plan_split, split_into
     try:
         if command == "split":
@@ -150,7 +152,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("split", "plan"):
         return _model_command(argv[0], argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m quantize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder written by `python -m training`")
     _add_cut_options(parser, 3)

@@ -45,8 +45,8 @@ def tiny_run(tmp_path_factory):
 
     Session-wide and read-only: tests that change a run copy it with ``copy_run``.
     """
-    from training.train import train
     from quantize.run import quantize_run
+    from training.train import train
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(str(run), "digits", {"variants": 2}, "splitnet", epochs=1, verbose=0)
     quantize_run(str(run), stages=3, samples=50, auto_qat=False)   # QAT has tests of its own
@@ -85,6 +85,7 @@ def shapes():
 def png_bytes(pixels):
     """PNG file bytes of uint8 pixels (H, W, 1 or 3)."""
     import io
+
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buf, format="PNG")

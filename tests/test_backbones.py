@@ -182,9 +182,9 @@ def test_a_run_stopped_while_fine_tuning_resumes_with_its_own_augmentation_weigh
 @pytest.mark.slow
 def test_qat_runs_on_mobilenet_v2_and_says_why_not_on_efficientnet(tmp_path):
     import runfolder
+    from quantize.ptq import QuantizeError
     from quantize.qat import quantize_aware_copy
     from quantize.run import quantize_run
-    from quantize.ptq import QuantizeError
     from training.train import train
     run = tmp_path / "v2"
     train(str(run), "shapes", {"size": 32, "samples": 30, "classes": 3}, "mobilenet_v2", epochs=1, verbose=0)

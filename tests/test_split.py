@@ -127,8 +127,8 @@ def test_not_a_model_is_refused(tmp_path):
 
 
 def test_split_into_writes_a_usable_run_folder(coral_data, tmp_path):
-    from deploy.commands import verify_run
     import runfolder
+    from deploy.commands import verify_run
     out = tmp_path / "split"
     manifest = split_into(out, coral_data / "split_concat.tflite", stages=2, progress=lambda *_: None)
     assert [s["index"] for s in manifest["stages"]] == [0, 1]

@@ -11,6 +11,7 @@ import faulthandler
 import sys
 
 from datasets.core import parse_option
+from runfolder import cli
 
 
 def _names(text):
@@ -19,7 +20,7 @@ def _names(text):
 
 def _import(argv):
     """``python -m training import MODEL --run R --dataset ...``: a Keras model trained elsewhere."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training import", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Bring a Keras classifier trained elsewhere into a run folder; quantize, compile and deploy "
                     "then work on it.\n\n  python -m training import my_model.keras --run runs/mine --dataset folder "
@@ -37,7 +38,7 @@ def _import(argv):
                         help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: 0,255 when the "
                              "model starts with Rescaling, else 0,1, said as an assumption)")
     parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
-    parser.add_argument("--std", type=float, default=None)
+    parser.add_argument("--std", type=float, default=None, help="with --mean: the divisor of the pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     args = parser.parse_args(argv)
@@ -56,7 +57,9 @@ def _import(argv):
                 raise ValueError(f"--std must be above 0, got {args.std:g}")
             normalization = (args.mean, args.std), f"--mean {args.mean:g} --std {args.std:g}"
         labels = (args.labels, read_labels(args.labels)) if args.labels else None
-        from training.import_model import import_keras  # imports TensorFlow: after the options are checked
+        from training.import_model import (
+            import_keras,  # imports TensorFlow: after the options are checked
+        )
         import_keras(args.run, args.model, args.dataset, dict(args.data_option), normalization, labels,
                      args.overwrite, args.seed)
     except (ValueError, datasets.DatasetError, runfolder.ManifestError) as exc:   # TrainingError, LabelsError too
@@ -69,7 +72,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["import"]:
         return _import(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder to create or resume (e.g. runs/demo)")
     parser.add_argument("--dataset", default="digits", help="data set name (default: digits, embedded)")
@@ -91,8 +94,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs (of the head, for a backbone with --fine-tune-layers); default 8, or with "
                              "--resume as many as the run was first asked for")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3,
+                        help="Adam's learning rate (fine-tuning uses a tenth of it)")
     parser.add_argument("--patience", type=int, default=3, help="early stopping patience on val_loss")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     parser.add_argument("--exits", type=_names, default=[], metavar="B1,B2",

@@ -20,7 +20,12 @@ import runfolder
 from datasets.labels import label_record
 from datasets.preprocess import PIXELS_0_1, PIXELS_0_255, to_model_input
 from training.keras_setup import keras, tf
-from training.train import TrainingError, _dataset_section, _describe_data, prepare_run_folder
+from training.train import (
+    TrainingError,
+    _dataset_section,
+    _describe_data,
+    prepare_run_folder,
+)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 

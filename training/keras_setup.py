@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # (digits/splitnet, 3 epochs: 11.8 s against 12.6 s), so oneDNN is off unless the user turns it on.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from runfolder.native_logs import quiet_native_stderr  # noqa: E402
+from runfolder.native_logs import quiet_native_stderr
 
 with quiet_native_stderr():   # "All log messages before absl::InitializeLog()...", "cudart_stub ... cuda drivers"
     import tensorflow as tf

@@ -11,10 +11,11 @@ import argparse
 import sys
 
 from deploy.net.remote_chain import SERVERS_DECIDE, RemoteChain
+from runfolder import cli
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy chain", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy chain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", required=True, help="HOST:PORT of the first stage, or of every stage, comma separated")
     p.add_argument("--run", required=True, help="the run folder the servers were started with")
@@ -22,7 +23,7 @@ def parser():
     what.add_argument("--image", nargs="+", help="image files to classify")
     what.add_argument("--eval", action="store_true", help="accuracy and latency on the held-out test split")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image")
     p.add_argument("--resize", action=argparse.BooleanOptionalAction, default=True,
                    help="resize images to the model's input size (default: on; --no-resize refuses instead)")
     p.add_argument("--convert", action=argparse.BooleanOptionalAction, default=True,
@@ -80,8 +81,8 @@ def _evaluate(args, manifest, chain):
 
 def _classify(args, manifest, chain):
     from datasets import load_image
-    from deploy.classify import classify
     from datasets.labels import labels_of
+    from deploy.classify import classify
     from deploy.commands import describe_classes, input_spec
     spec = input_spec(manifest, chain)
     names = labels_of(manifest)

@@ -12,9 +12,11 @@ import signal
 import sys
 import threading
 
+from runfolder import cli
+
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy launch", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy launch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--base-port", type=int, default=50051, help="stage K listens on BASE+K (default 50051)")

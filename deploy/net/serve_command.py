@@ -13,9 +13,11 @@ import signal
 import sys
 import threading
 
+from runfolder import cli
+
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy serve-stage", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy serve-stage", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder (quantize, optionally compile)")
     p.add_argument("--stage", type=int, required=True, help="index of the stage to serve")
@@ -28,7 +30,8 @@ def parser():
                    help="early exit: reply from this stage when its exit head's top probability reaches T")
     p.add_argument("--devices", default=None, help="this stage's device: usb:0, pci:0, cpu (default: automatic)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the stage's interpreter")
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                   help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
     p.add_argument("--max-message-bytes", type=int, default=None,
                    help="largest request accepted (default: 4x the expected request + 64 KiB)")
     p.add_argument("--max-streams", type=int, default=16,

@@ -17,7 +17,7 @@ def add_common(parser):
                         help="runs of a job whose worker dies before it is marked failed")
     parser.add_argument("--lease-s", type=float, default=30.0,
                         help="seconds a worker holds a job without renewing before others may take it")
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top-k", type=int, default=3, help="classes in each answer")
     parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
                         help="largest image decoded, width x height, checked from its header "
                              f"(default {MAX_IMAGE_PIXELS}); concurrent decodes share room for two of them")

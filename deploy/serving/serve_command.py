@@ -10,10 +10,11 @@ import pathlib
 import sys
 
 from deploy.serving.options import add_common, parse_listen, queue_url, upstream_factory
+from runfolder import cli
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy serve-api", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy serve-api", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--listen", default="127.0.0.1:8000", help="host:port to bind (default loopback only)")

@@ -12,10 +12,11 @@ import os
 import sys
 
 from deploy.serving.options import add_common, queue_url, upstream_factory
+from runfolder import cli
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m deploy worker", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m deploy worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--workers", type=int, default=1, help="worker threads, each with its own model")

@@ -1,0 +1,27 @@
+"""The command lines' parser: every option's help says its default, descriptions keep their layout.
+
+All steps build their parsers with ``ArgumentParser`` from here, so ``--help`` reads the same
+everywhere (tested in tests/test_help.py).
+"""
+import argparse
+
+_NO_DEFAULT = (None, False, [], (), argparse.SUPPRESS)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" to an option's help unless it says its default already or has none worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                   argparse.BooleanOptionalAction, argparse._CountAction))
+        if not action.option_strings or flag or "default" in text or action.default in _NO_DEFAULT:
+            return text
+        return f"{text} (default: {action.default})".strip()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("formatter_class") in (None, argparse.RawDescriptionHelpFormatter, argparse.HelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
