@@ -112,6 +112,16 @@ def save(run_dir, manifest):
 def require(manifest, section, run_dir, step):
     """Returns ``manifest[section]`` or says which step must run first."""
     value = manifest.get(section)
+    if not value and section in ("dataset", "training") and (manifest.get("quantization") or {}).get("external"):
+        # A run made by `quantize split` from an int8 model: no training to run, another way in.
+        raise StepOrderError(
+            f"{step}: {_path(run_dir)} was made by `quantize split` from an int8 model, so it has no "
+            f"{section} of its own. "
+            + ("Measure it on a labelled folder: `python -m deploy --eval --run {run_dir} --dataset folder -o "
+               "path=DIR` (class folders named as its labels)".format(run_dir=run_dir) if step.startswith("deploy")
+               else "It is quantized already: split it again with `python -m quantize split MODEL.tflite --out "
+                    f"{run_dir} --overwrite --stages N`; for a Keras model, `python -m training import MODEL --run "
+                    "DIR --dataset folder -o path=DIR` brings its data too"))
     if not value:
         writer = _WRITER.get(section, "the previous step")
         raise StepOrderError(

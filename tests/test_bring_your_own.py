@@ -155,3 +155,13 @@ def test_any_run_is_measured_on_a_labelled_folder_matched_to_its_labels(coral_da
     Image.open(coral_data / "cat.bmp").save(photos / "not a label" / "x.png")
     wrong = run_cli("deploy", "--run", run, "--eval", "--dataset", "folder", "-o", f"path={photos}")
     assert wrong.returncode == 2 and "'not a label'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_split_run_sends_nobody_in_a_circle(coral_data, tmp_path):
+    run = tmp_path / "m1"
+    assert run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant.tflite", "--out", run).returncode == 0
+    evaluation = run_cli("deploy", "--run", run, "--eval")
+    assert evaluation.returncode == 2 and f"python -m deploy --eval --run {run} --dataset folder" in evaluation.stderr
+    quantized = run_cli("quantize", "--run", run)
+    assert quantized.returncode == 2 and "quantized already" in quantized.stderr
+    assert "python -m training --run" not in evaluation.stderr + quantized.stderr
