@@ -3,7 +3,7 @@
   python -m training --dataset digits --model splitnet --epochs 8 --run runs/demo
   python -m training --run runs/demo --epochs 12 --resume
   python -m training --dataset shapes --data-option size=32 --model rgbnet --run runs/shapes
-  python -m training --run runs/exits --exits after_block1,after_block2   (early-exit heads, seed 001)
+  python -m training --run runs/exits --exits after_block1,after_block2   (early-exit heads)
   python -m training import my_model.keras --run runs/mine --dataset folder -o path=photos   (trained elsewhere)
 """
 import argparse
@@ -79,8 +79,10 @@ def main(argv=None):
     parser.add_argument("-o", "--data-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. noise=0.1, size=32, path=/data/imgs)")
     parser.add_argument("--model", default=None,
-                        help="splitnet (grey, seed 000), rgbnet, mobilenet_v1, mobilenet_v2, mobilenet_v3_small, "
-                             "mobilenet_v3_large (default: splitnet for small grey images, else mobilenet_v2)")
+                        help="splitnet (small grey images, cut in three for three devices), rgbnet (small colour "
+                             "images), or a backbone: mobilenet_v1, mobilenet_v2, mobilenet_v3_small, "
+                             "mobilenet_v3_large, efficientnet_b0 (default: splitnet for small grey images, else "
+                             "mobilenet_v2)")
     parser.add_argument("--alpha", type=float, default=None, help="a backbone's width (e.g. 0.35 for mobilenet_v2)")
     parser.add_argument("--weights", default="none",
                         help="a backbone's weights: imagenet (downloaded), a local .h5 file, or none (default)")
