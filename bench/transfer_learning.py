@@ -59,9 +59,9 @@ print(peak())
 
 
 def peak_rss(mode, folder, work):
+    env = dict(os.environ, CORAL_STAGES_CACHE=str(work / "cache"))
     out = subprocess.run([sys.executable, "-c", RSS, mode, str(folder), str(work / f"rss-{mode}")], cwd=REPO,
-                         capture_output=True, text=True, timeout=3600, env=dict(os.environ, CORAL_STAGES_CACHE=str(
-                             work / "cache")))
+                         capture_output=True, text=True, timeout=3600, check=False, env=env)
     if out.returncode:
         raise SystemExit(f"{mode}: {out.stderr[-2000:]}")
     return int(out.stdout.split()[-1])

@@ -118,8 +118,8 @@ def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices
         if adapted:
             print(f"note: {path}: {adapted} (--no-resize/--no-convert refuse instead)", file=sys.stderr)
         if as_json:
-            print(json.dumps({"path": path, "top": [{"id": c.id, "label": name_of(names, c.id), "score": round(c.score, 6)}
-                                                    for c in classes]}))
+            top = [{"id": c.id, "label": name_of(names, c.id), "score": round(c.score, 6)} for c in classes]
+            print(json.dumps({"path": path, "top": top}))
         else:
             print(f"{path}: {describe_classes(classes, names)}")
         results.append((path, classes))

@@ -163,7 +163,8 @@ def own_data(data):
     confusion = section["confusion"]
     matrix, classes = confusion["matrix"], confusion["classes"]
     parts = [paragraph(f"{section['dataset']} ({', '.join(f'{k}={v}' for k, v in section['options'].items())}): "
-                       f"{section['samples']} images, classes {section['matched']}; accuracy {pct(section['accuracy'])}."
+                       f"{section['samples']} images, classes {section['matched']}; "
+                       f"accuracy {pct(section['accuracy'])}."
                        " Rows: true class; columns: the model's answer (\"other\": a class not in the data set).")]
     parts.append(table(["class", "images", "accuracy"],
                        [(c["name"], c["samples"], pct(c["accuracy"])) for c in section["per_class"]],

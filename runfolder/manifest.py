@@ -117,8 +117,8 @@ def require(manifest, section, run_dir, step):
         raise StepOrderError(
             f"{step}: {_path(run_dir)} was made by `quantize split` from an int8 model, so it has no "
             f"{section} of its own. "
-            + ("Measure it on a labelled folder: `python -m deploy --eval --run {run_dir} --dataset folder -o "
-               "path=DIR` (class folders named as its labels)".format(run_dir=run_dir) if step.startswith("deploy")
+            + (f"Measure it on a labelled folder: `python -m deploy --eval --run {run_dir} --dataset folder -o "
+               "path=DIR` (class folders named as its labels)" if step.startswith("deploy")
                else "It is quantized already: split it again with `python -m quantize split MODEL.tflite --out "
                     f"{run_dir} --overwrite --stages N`; for a Keras model, `python -m training import MODEL --run "
                     "DIR --dataset folder -o path=DIR` brings its data too"))

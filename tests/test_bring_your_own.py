@@ -35,7 +35,8 @@ def direct_top3(model, image, labels):
 
 def printed_top3(stdout, image):
     line = next(x for x in stdout.splitlines() if x.startswith(f"{image}: "))
-    return [(name, float(score)) for name, score in re.findall(r"(.+?) \((\d\.\d{3})\)(?:, |$)", line.split(": ", 1)[1])]
+    found = re.findall(r"(.+?) \((\d\.\d{3})\)(?:, |$)", line.split(": ", 1)[1])
+    return [(name, float(score)) for name, score in found]
 
 
 @pytest.mark.parametrize("stages", [2, 4])

@@ -304,7 +304,8 @@ def test_folder_images_are_decoded_once_into_a_disk_cache_and_read_by_index(tmp_
     assert isinstance(first.images, DiskImages)
     whole = np.asarray(first.images)
     assert whole.shape == (5, 8, 8, 3) and np.array_equal(first.images[[4, 0, 4]], whole[[4, 0, 4]])
-    assert np.array_equal(first.images[-1], whole[-1]) and np.array_equal(first.images[1:3, 2, :, 0], whole[1:3, 2, :, 0])
+    assert np.array_equal(first.images[-1], whole[-1])
+    assert np.array_equal(first.images[1:3, 2, :, 0], whole[1:3, 2, :, 0])
     with pytest.raises(IndexError):
         first.images[[5]]
 

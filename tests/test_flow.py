@@ -83,7 +83,7 @@ def test_make_demo_says_nothing_from_tensorflows_native_logs(tmp_path):
     import subprocess
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(["make", "-s", "demo", "EPOCHS=1", f"RUN={tmp_path / 'demo'}"], cwd=repo,
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, check=False)
     said = result.stdout + result.stderr
     assert result.returncode == 0, said[-3000:]
     assert "chain accuracy on" in said and "0 mismatching outputs" in said, said[-3000:]

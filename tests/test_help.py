@@ -6,8 +6,9 @@ import pytest
 
 from runfolder import cli
 
-COMMANDS = [("training", []), ("training", ["import"]), ("quantize", []), ("quantize", ["split"]), ("quantize", ["plan"]),
-            ("compile", []), ("compile", ["check"]), ("deploy", []), ("deploy", ["verify"]), ("deploy", ["bench"]),
+COMMANDS = [("training", []), ("training", ["import"]), ("quantize", []), ("quantize", ["split"]),
+            ("quantize", ["plan"]), ("compile", []), ("compile", ["check"]), ("deploy", []), ("deploy", ["verify"]),
+            ("deploy", ["bench"]),
             ("deploy", ["summary"]), ("deploy", ["exits"]), ("deploy", ["report"]), ("deploy", ["serve-stage"]),
             ("deploy", ["chain"]), ("deploy", ["launch"]), ("deploy", ["serve-api"]), ("deploy", ["worker"]),
             ("deploy", ["k8s"]), ("datasets", [])]

@@ -42,7 +42,8 @@ def test_a_keras_model_from_elsewhere_goes_through_every_step_as_a_trained_one(t
     run = tmp_path / "imported"
     imported = _ok(run_cli("training", "import", tmp_path / "elsewhere.h5", "--run", run, "-o", f"path={photos}",
                            "--labels", labels))
-    assert "input: (pixels - 0) / 255: assumed" in imported.stdout and "next: python -m quantize --run" in imported.stdout
+    assert "input: (pixels - 0) / 255: assumed" in imported.stdout
+    assert "next: python -m quantize --run" in imported.stdout
     ours, theirs = runfolder.load(trained), runfolder.load(run)
     assert theirs["accuracy"]["float"] == pytest.approx(ours["accuracy"]["float"]), "same model, same test split"
     assert theirs["labels"]["names"] == ["blue", "green", "red"] == theirs["dataset"]["class_names"]

@@ -35,8 +35,8 @@ def load_keras_model(path):
     path = pathlib.Path(path)
     if path.suffix == ".tflite":
         raise TrainingError(f"{path} is a .tflite file: a full-int8 one goes in with `python -m quantize split {path} "
-                            "--out RUN [--labels FILE]` (then `python -m deploy --eval --run RUN --dataset ...` measures "
-                            "it); a float .tflite cannot be quantized here, give the Keras model it came from")
+                            "--out RUN [--labels FILE]` (then `python -m deploy --eval --run RUN --dataset ...` "
+                            "measures it); a float .tflite cannot be quantized here, give the Keras model it came from")
     if not path.exists():
         raise TrainingError(f"model {path} does not exist; give a .keras or .h5 file or a SavedModel folder")
     if path.is_file() and path.suffix not in KERAS_SUFFIXES:
@@ -91,7 +91,8 @@ def import_keras(run_dir, model_path, dataset, dataset_options=None, normalizati
         options.setdefault("channels", channels)
     data = datasets.load_dataset(dataset, **options)
     if tuple(data.images.shape[1:]) != (height, width, channels):
-        raise TrainingError(f"the data set's images are {data.images.shape[1:]}, the model takes {(height, width, channels)};"
+        raise TrainingError(f"the data set's images are {data.images.shape[1:]}, the model takes "
+                            f"{(height, width, channels)};"
                             " give the data set options that make them match (e.g. -o size=, -o channels=)")
     data = _matched(data, labels[1] if labels else None)
     if len(data.class_names) > classes:
@@ -118,7 +119,8 @@ def import_keras(run_dir, model_path, dataset, dataset_options=None, normalizati
         manifest["labels"] = label_record(labels[0], labels[1])
     manifest["accuracy"] = {"float": accuracy}
     runfolder.save(run_dir, manifest)
-    print(f"imported {model_path} ({model.name}: {model.count_params():,} parameters, input {height}x{width}x{channels},"
+    print(f"imported {model_path} ({model.name}: {model.count_params():,} parameters, "
+          f"input {height}x{width}x{channels},"
           f" {classes} classes)")
     print(f"input: (pixels - {mean:g}) / {std:g}: {source}")
     print(f"float accuracy on {len(test)} held-out test samples of {dataset}: {accuracy:.4f}")
