@@ -6,11 +6,36 @@ decodes under a ``DecodeBudget`` when one is given, so concurrent requests toget
 hold more than the budget in decoded pixels (the HTTP API gives every request the same one).
 """
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 
 MAX_IMAGE_PIXELS = 4096 * 4096        # 16.8 megapixels: any camera photo resized by a phone, not a bomb
 # JPEG opens MPO too; not EPS, whose plugin runs Ghostscript
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+TRIM_FROM = 8 << 20   # decodes at least this large give their freed memory back before the budget moves on
+
+
+def _libc_malloc_trim():
+    """glibc's malloc_trim, or None (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def give_back_freed_memory():
+    """Returns freed heap memory of every malloc arena to the system. Pillow holds an image in 16 MB
+    blocks, which glibc keeps in the freeing thread's arena: without this, each request thread kept
+    one decode's worth resident, and four threads decoding in turn peaked at +182 MiB where the
+    budget allows +128 (tests/test_hostile_images.py)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
 
 class DecodeBusy(RuntimeError):
     """Decoding must wait for memory that other requests hold; retry later (the API answers 503)."""
@@ -72,6 +97,8 @@ class DecodeBudget:
         try:
             yield
         finally:
+            if nbytes >= TRIM_FROM:
+                give_back_freed_memory()
             with self._cond:
                 self.in_use -= nbytes
                 self._cond.notify_all()
