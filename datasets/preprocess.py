@@ -46,6 +46,21 @@ def parse_input_range(text):
     return INPUT_RANGES[key]
 
 
+def normalization_from_options(input_range=None, mean=None, std=None):
+    """((mean, std), where it was said) from ``--input-range`` or ``--mean/--std``, or None when neither
+    was given; ValueError naming the option when they do not hold together."""
+    if (mean is None) != (std is None) or (input_range and mean is not None):
+        raise ValueError("--mean and --std go together: give --input-range, or --mean with --std "
+                         "(model input = (pixels - mean) / std)")
+    if input_range:
+        return parse_input_range(input_range), f"--input-range {input_range}"
+    if mean is None:
+        return None
+    if not std > 0:
+        raise ValueError(f"--std must be above 0, got {std:g}")
+    return (float(mean), float(std)), f"--mean {mean:g} --std {std:g}"
+
+
 def raw_pixel_normalization(tensor):
     """(mean, std) under which a quantized image input holds the pixels themselves: (zero point, 1/scale)
     for uint8 (Coral's MobileNets: 128, 128 for [-1, 1)), (zero point + 128, 1/scale) for int8 (the

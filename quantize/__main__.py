@@ -73,23 +73,14 @@ def _int8_model(path):
 def _contract(args):
     """The input contract and labels given on the command line, as manifest sections."""
     from datasets.labels import LabelsError, label_record, read_labels
-    from datasets.preprocess import parse_input_range
+    from datasets.preprocess import normalization_from_options
     from quantize.contract import ContractError
     contract = {}
-    if (args.mean is None) != (args.std is None):
-        raise ContractError("--mean and --std go together (model input = (pixels - mean) / std)")
-    if args.input_range and args.mean is not None:
-        raise ContractError("give --input-range or --mean/--std, not both")
     try:
-        if args.input_range:
-            mean, std = parse_input_range(args.input_range)
-            contract["input"] = {"normalization": {"mean": mean, "std": std},
-                                 "source": f"--input-range {args.input_range}"}
-        elif args.mean is not None:
-            if not args.std > 0:
-                raise ContractError(f"--std must be above 0, got {args.std:g}")
-            contract["input"] = {"normalization": {"mean": args.mean, "std": args.std},
-                                 "source": f"--mean {args.mean:g} --std {args.std:g}"}
+        given = normalization_from_options(args.input_range, args.mean, args.std)
+        if given:
+            (mean, std), source = given
+            contract["input"] = {"normalization": {"mean": mean, "std": std}, "source": source}
         if args.labels:
             contract["labels"] = label_record(args.labels, read_labels(args.labels))
     except (ValueError, LabelsError) as exc:

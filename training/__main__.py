@@ -45,17 +45,9 @@ def _import(argv):
     import datasets
     import runfolder
     from datasets.labels import read_labels
-    from datasets.preprocess import parse_input_range
+    from datasets.preprocess import normalization_from_options
     try:
-        normalization = None
-        if (args.mean is None) != (args.std is None) or (args.input_range and args.mean is not None):
-            raise ValueError("give --input-range, or --mean with --std, not a mix")
-        if args.input_range:
-            normalization = parse_input_range(args.input_range), f"--input-range {args.input_range}"
-        elif args.mean is not None:
-            if not args.std > 0:
-                raise ValueError(f"--std must be above 0, got {args.std:g}")
-            normalization = (args.mean, args.std), f"--mean {args.mean:g} --std {args.std:g}"
+        normalization = normalization_from_options(args.input_range, args.mean, args.std)
         labels = (args.labels, read_labels(args.labels)) if args.labels else None
         from training.import_model import (
             import_keras,  # imports TensorFlow: after the options are checked
