@@ -67,7 +67,8 @@ def parse_check_args(argv):
         prog="python -m compile check",
         description="Predict, without edgetpu_compiler and without TensorFlow, which ops of a "
                     "model compiler 16.0 maps to the Edge TPU, which fall to the CPU and why, "
-                    "and whether the parameters fit in on-chip memory.")
+                    "and whether the parameters fit in on-chip memory.",
+        epilog="examples:\n  python -m compile check runs/demo\n  python -m compile check MODEL.tflite --json")
     parser.add_argument("target", metavar="MODEL_OR_RUN",
                         help="a .tflite file, or a run folder (checks its int8 model and stages)")
     parser.add_argument("--json", action="store_true",

@@ -62,12 +62,14 @@ def _safe(name):
 
 def _build_parser():
     parser = cli.ArgumentParser(
-        prog="python -m datasets", description="List data sets or export sample images.")
+        prog="python -m datasets", description="List data sets or export sample images.",
+        epilog="examples:\n  python -m datasets list\n  python -m datasets export digits --out samples --count 20")
     commands = parser.add_subparsers(dest="command", required=True, help="what to do (each has --help)")
     commands.add_parser("list", help="show the available data sets")
     exp = commands.add_parser(
         "export", help="save sample images as <index>_<class>.png",
-        description="Save N images of one split as PNG files named <index>_<class>.png.")
+        description="Save N images of one split as PNG files named <index>_<class>.png.",
+        epilog="example:\n  python -m datasets export digits --out samples --count 20 --split test")
     exp.add_argument("name", help=f"data set: {', '.join(available_datasets())}")
     exp.add_argument("--out", required=True, help="folder to write the PNG files into")
     exp.add_argument("--count", type=int, default=10, help="number of images (default 10)")

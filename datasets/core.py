@@ -12,6 +12,10 @@ import numpy as np
 from datasets.image_cache import DiskImages
 
 _MODES = {1: "L", 3: "RGB"}
+# Pillow's resampling filters by name; "lanczos" is what Coral's classify_image.py uses (Image.ANTIALIAS).
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
+COLOR_ORDERS = ("RGB", "BGR")
+CONTRACT_DEFAULTS = {"resize_method": "bilinear", "color_order": "RGB"}
 
 
 class DatasetError(Exception):
@@ -20,11 +24,14 @@ class DatasetError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """Shape of one model input image: height x width x channels (1 grey, 3 RGB)."""
+    """One model input image: height x width x channels (1 grey, 3 RGB), the order of its colour channels
+    (RGB, or BGR as Caffe-trained models take them) and how an image of another size is resized to it."""
 
     height: int
     width: int
     channels: int
+    resize_method: str = "bilinear"
+    color_order: str = "RGB"
 
     def __post_init__(self):
         for field in ("height", "width"):
@@ -37,6 +44,11 @@ class InputSpec:
             raise DatasetError(
                 f"InputSpec channels={self.channels!r} is invalid: expected 1 (grey) or 3 (RGB)")
         object.__setattr__(self, "channels", int(self.channels))
+        if self.resize_method not in RESIZE_METHODS:
+            raise DatasetError(f"resize method {self.resize_method!r} is unknown: expected one of "
+                               f"{', '.join(RESIZE_METHODS)}")
+        if self.color_order not in COLOR_ORDERS:
+            raise DatasetError(f"colour order {self.color_order!r} is unknown: expected RGB or BGR")
 
     @property
     def mode(self):
@@ -49,8 +61,11 @@ class InputSpec:
         return (self.height, self.width, self.channels)
 
     def to_dict(self):
-        """JSON-friendly form, as stored in the run manifest."""
-        return {"height": self.height, "width": self.width, "channels": self.channels}
+        """JSON-friendly form, as stored in the run manifest (resize method and colour order when not
+        the defaults, so manifests written before they existed read the same)."""
+        found = {"height": self.height, "width": self.width, "channels": self.channels}
+        found.update({k: getattr(self, k) for k, default in CONTRACT_DEFAULTS.items() if getattr(self, k) != default})
+        return found
 
     @classmethod
     def from_dict(cls, d):
@@ -63,7 +78,8 @@ class InputSpec:
             raise DatasetError(
                 f"input spec {d!r} lacks {', '.join(missing)}; "
                 "expected keys height, width and channels (re-run training to rewrite it)")
-        return cls(height=d["height"], width=d["width"], channels=d["channels"])
+        return cls(height=d["height"], width=d["width"], channels=d["channels"],
+                   **{k: d.get(k, default) for k, default in CONTRACT_DEFAULTS.items()})
 
 
 @dataclasses.dataclass
@@ -112,8 +128,9 @@ class Dataset:
 
     @property
     def input_spec(self):
-        """The InputSpec of one image of this data set."""
-        return InputSpec(*self.images.shape[1:])
+        """The InputSpec of one image of this data set (resize method and colour order from its options)."""
+        return InputSpec(*self.images.shape[1:], **{k: self.options.get(k, default)
+                                                    for k, default in CONTRACT_DEFAULTS.items()})
 
     def skipped_summary(self):
         """One line on the files that were not read, or None: each step says it once, not per file."""

@@ -11,13 +11,14 @@ import os
 
 import numpy as np
 
-from datasets.core import Dataset, DatasetError, InputSpec, int_option, path_option
+from datasets.core import CONTRACT_DEFAULTS, Dataset, DatasetError, InputSpec, int_option, path_option
 from datasets.image_cache import cached_decode, folder_key
 from datasets.preprocess import ImageError, load_image
 
 
-def load_folder(path, channels=3, size=96, height=None, width=None):
-    """Images from PATH/<class>/<image>, one sub-folder per class (sorted names = classes)."""
+def load_folder(path, channels=3, size=96, height=None, width=None, resize_method="bilinear", color_order="RGB"):
+    """Images from PATH/<class>/<image>, one sub-folder per class (sorted names = classes), resized by
+    ``resize_method`` and with channels in ``color_order`` (a model's input contract)."""
     root = path_option("folder", "path", path)
     if channels not in (1, 3) or isinstance(channels, bool):
         raise DatasetError(
@@ -26,7 +27,12 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
     size = int_option("folder", "size", size, 1, 4096)
     height = size if height is None else int_option("folder", "height", height, 1, 4096)
     width = size if width is None else int_option("folder", "width", width, 1, 4096)
-    spec = InputSpec(height, width, channels)
+    try:
+        spec = InputSpec(height, width, channels, resize_method, color_order)
+    except DatasetError as exc:
+        raise DatasetError(f"folder option: {exc}") from exc
+    contract = {k: v for k, v in (("resize_method", resize_method), ("color_order", color_order))
+                if v != CONTRACT_DEFAULTS[k]}
 
     class_names = _class_folders(root)
     paths, classes = [], []
@@ -36,7 +42,7 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
         classes.extend([label] * len(found))
     try:
         images, kept, skipped = cached_decode(
-            folder_key(root, paths, (height, width, channels)), paths, (height, width, channels),
+            folder_key(root, paths, (height, width, channels, *(f"{k}={v}" for k, v in contract.items()))), paths, (height, width, channels),
             lambda path: load_image(path, spec, resize=True, convert=True), ImageError)
     except OSError as exc:
         raise DatasetError(str(exc)) from exc
@@ -53,7 +59,7 @@ def load_folder(path, channels=3, size=96, height=None, width=None):
         labels=labels,
         class_names=class_names,
         groups=np.arange(len(labels), dtype=np.int64),
-        options={"path": root, "channels": channels, "height": height, "width": width},
+        options={"path": root, "channels": channels, "height": height, "width": width, **contract},
         skipped=skipped,
     )
 

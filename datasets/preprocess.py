@@ -139,14 +139,14 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
     Args:
       source: a path, or the encoded bytes of a PNG/JPEG/... file.
       spec: the InputSpec the model expects.
-      resize: resize (bilinear) if the size differs, instead of raising.
+      resize: resize (by ``spec.resize_method``) if the size differs, instead of raising.
       convert: convert the colour mode (RGBA, P, LA, ... -> RGB or L) if it
         differs, instead of raising.
       max_pixels: the largest image decoded (width x height).
       budget: a ``DecodeBudget`` shared by concurrent callers, or None.
     Returns:
-      np.ndarray uint8 of shape (spec.height, spec.width, spec.channels); grey
-      images keep a trailing channel axis of 1.
+      np.ndarray uint8 of shape (spec.height, spec.width, spec.channels), channels in
+      ``spec.color_order``; grey images keep a trailing channel axis of 1.
     Raises:
       ImageError: unreadable image, too many pixels, or wrong mode/size without convert/resize.
       DecodeBusy: ``budget`` had no room within its wait.
@@ -177,11 +177,12 @@ def load_image(source, spec, resize=False, convert=False, max_pixels=MAX_IMAGE_P
         if image.mode != spec.mode:
             image = _convert(image, spec.mode)
         if image.size != (spec.width, spec.height):
-            # Image.BILINEAR (not Image.Resampling) also works with the older Pillow of a Pi.
-            image = image.resize((spec.width, spec.height), Image.BILINEAR)
+            image = image.resize((spec.width, spec.height), _RESAMPLE[spec.resize_method])
         pixels = np.array(image, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
+    if spec.color_order == "BGR" and spec.channels == 3:
+        pixels = np.ascontiguousarray(pixels[:, :, ::-1])
     return pixels
 
 
@@ -208,6 +209,9 @@ def _open(source):
         raise ImageError(f"{name} is not a readable image ({exc})") from exc
 
 
+# Image.BILINEAR and its kin (not Image.Resampling) also work with the older Pillow of a Pi.
+_RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Image.BICUBIC,
+             "lanczos": Image.LANCZOS, "box": Image.BOX}
 _TURNED = (5, 6, 7, 8)     # EXIF orientations that swap width and height
 
 

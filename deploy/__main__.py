@@ -59,7 +59,9 @@ def _verify_parser():
         prog="python -m deploy verify",
         description="Run the stage chain and the unsplit model on the same inputs; exit 1 if any output "
                     "differs. With --devices naming an Edge TPU, compare the compiled stages on the TPU with "
-                    "the same stages' int8 files on the CPU instead (exit 3 when no stage can run on a TPU).")
+                    "the same stages' int8 files on the CPU instead (exit 3 when no stage can run on a TPU).",
+        epilog="examples:\n  python -m deploy verify --run runs/demo --samples 256\n"
+               "  python -m deploy verify --run runs/demo --devices usb:0,usb:1")
     _common(parser)
     parser.add_argument("--reference", default=None, help="unsplit model (default: the run's int8 model)")
     parser.add_argument("--samples", type=int, default=64, help="inputs compared (test split images, else random)")
@@ -70,7 +72,8 @@ def _bench_parser():
     parser = cli.ArgumentParser(
         prog="python -m deploy bench",
         description="Latency p50/p95/p99 per stage and end to end, and throughput, sequential vs pipelined "
-                    "(one thread per stage); saved in the manifest (deploy.bench) with a plot bench.png.")
+                    "(one thread per stage); saved in the manifest (deploy.bench) with a plot bench.png.",
+        epilog="example:\n  python -m deploy bench --run runs/demo --samples 200")
     _common(parser)
     parser.add_argument("--samples", type=int, default=200, help="timed inputs")
     parser.add_argument("--warmup", type=int, default=20, help="untimed inputs first")
@@ -88,11 +91,13 @@ def _parse(argv):
         parser = cli.ArgumentParser(
             prog="python -m deploy doctor",
             description="Python, tflite runtime, libedgetpu (where, which build), Edge TPUs, and verdicts on "
-                        "known-bad pairings with their fixes. Exit 1 when one is found.")
+                        "known-bad pairings with their fixes. Exit 1 when one is found.",
+            epilog="example:\n  python -m deploy doctor")
         return "doctor", parser.parse_args(argv[1:])
     if argv and argv[0] == "summary":
         parser = cli.ArgumentParser(prog="python -m deploy summary",
-                                         description="Print the run's summary table from its manifest.")
+                                         description="Print the run's summary table from its manifest.",
+                                         epilog="example:\n  python -m deploy summary --run runs/demo")
         parser.add_argument("--run", required=True, help="run folder")
         return "summary", parser.parse_args(argv[1:])
     parser = cli.ArgumentParser(prog="python -m deploy", description=__doc__,

@@ -1,4 +1,5 @@
 """What ``python -m deploy`` does on a run folder: classify images, evaluate, verify."""
+import dataclasses
 import json
 import pathlib
 import sys
@@ -48,14 +49,18 @@ def describe_placement(chain):
 
 
 def input_spec(manifest, chain):
-    """The image size and channels the chain takes: from the data set, else from its input tensor."""
+    """The image the chain takes: size and channels from the data set, else from its input tensor;
+    resize method and colour order from the input contract (``input``), else the data set's."""
     spec = (manifest.get("dataset") or {}).get("input_spec")
     if spec:
-        return InputSpec.from_dict(spec)
-    shape = chain.inputs[0]["shape"]
-    if len(shape) != 4 or shape[3] not in (1, 3):
-        raise StageError(f"the model input has shape {shape}; images need [1, H, W, 1 or 3]")
-    return InputSpec(height=shape[1], width=shape[2], channels=shape[3])
+        spec = InputSpec.from_dict(spec)
+    else:
+        shape = chain.inputs[0]["shape"]
+        if len(shape) != 4 or shape[3] not in (1, 3):
+            raise StageError(f"the model input has shape {shape}; images need [1, H, W, 1 or 3]")
+        spec = InputSpec(height=shape[1], width=shape[2], channels=shape[3])
+    contract = manifest.get("input") or {}
+    return dataclasses.replace(spec, **{k: contract[k] for k in ("resize_method", "color_order") if k in contract})
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")

@@ -25,6 +25,8 @@ def load_labelled(manifest, spec, name, options):
         options.setdefault("height", spec.height)
         options.setdefault("width", spec.width)
         options.setdefault("channels", spec.channels)
+        options.setdefault("resize_method", spec.resize_method)   # the images read as deploy reads them
+        options.setdefault("color_order", spec.color_order)
     data = datasets.load_dataset(name, **options)
     if tuple(data.images.shape[1:]) != (spec.height, spec.width, spec.channels):
         raise ValueError(f"the {name} images are {tuple(data.images.shape[1:])}, the model takes "

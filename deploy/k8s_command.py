@@ -1,6 +1,6 @@
 """python -m deploy k8s: print (or write) the Kubernetes objects that run a run's stages across nodes.
 
-  python -m deploy k8s --run runs/demo --nodes pi1,pi2,pi3 --image registry.local/coral-stages:1 > chain.yaml
+  python -m deploy k8s --run runs/demo --nodes pi1,pi2,pi3 --container-image registry.local/coral-stages:1 > chain.yaml
   kubectl create namespace coral
   kubectl -n coral create secret generic coral-api-token --from-literal=token=$(openssl rand -hex 32)
   kubectl apply -f chain.yaml
@@ -22,7 +22,8 @@ def parser():
     p.add_argument("--run", required=True, help="run folder (its manifest lists the stages)")
     p.add_argument("--nodes", default="", help="node names, one per stage (stage K on node K) or one for all; "
                                                "default: any node (TPU stages: any node with --tpu-label)")
-    p.add_argument("--image", default=d.image, help="container image with this project and a tflite runtime")
+    p.add_argument("--container-image", dest="image", default=d.image,
+                   help="container image with this project and a tflite runtime")
     p.add_argument("--namespace", default=d.namespace, help="Kubernetes namespace of every object")
     p.add_argument("--name", default=None, help="prefix of the object names (default: the run folder's name)")
     p.add_argument("--host-run-dir", default=None,

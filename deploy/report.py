@@ -33,7 +33,8 @@ SECTIONS = [
 def parser():
     result = cli.ArgumentParser(
         prog="python -m deploy report",
-        description="Write one self-contained HTML page about a run (images inlined, no external requests).")
+        description="Write one self-contained HTML page about a run (images inlined, no external requests).",
+        epilog="example:\n  python -m deploy report --run runs/demo   (then open runs/demo/report.html)")
     result.add_argument("--run", required=True, help="run folder")
     result.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
     result.add_argument("--no-eval", dest="evaluate", action="store_false",

@@ -3,6 +3,7 @@
   python -m quantize --run runs/demo --stages 3
   python -m quantize --run runs/demo --cut-after after_block1,after_block2
   python -m quantize --run runs/demo --stages 3 --balance latency
+  python -m quantize --run runs/demo            (one stage: the whole model on one Edge TPU)
   python -m quantize --run runs/demo --qat --qat-epochs 3
   python -m quantize split MODEL.tflite --stages 3 --balance params --out DIR
   python -m quantize split MODEL.tflite --cut-after TENSOR_OR_LAYER,... --out DIR
@@ -11,6 +12,7 @@
 import argparse
 import sys
 
+from datasets.contract_options import add_contract_options
 from runfolder import cli
 
 
@@ -18,10 +20,15 @@ def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _add_cut_options(parser, default_stages):
+# One stage (the whole model on one Edge TPU) unless asked: the same for every command that cuts.
+DEFAULT_STAGES = 1
+
+
+def _add_cut_options(parser):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stages", type=int, default=None,
-                       help=f"number of stages, cut automatically by --balance (default {default_stages})")
+                       help=f"number of stages, cut automatically by --balance (default {DEFAULT_STAGES}; "
+                            "with --isolate-unsupported, as few as that takes)")
     group.add_argument("--cut-after", type=_names, default=None, metavar="NAME,...",
                        help="cut after these tensors or Keras layer names (e.g. after_block1,after_block2)")
     parser.add_argument("--balance", choices=["macs", "params", "latency"], default="macs",
@@ -72,20 +79,13 @@ def _int8_model(path):
 
 def _contract(args):
     """The input contract and labels given on the command line, as manifest sections."""
-    from datasets.labels import LabelsError, label_record, read_labels
-    from datasets.preprocess import normalization_from_options
+    from datasets.contract_options import contract_from_options
     from quantize.contract import ContractError
-    contract = {}
     try:
-        given = normalization_from_options(args.input_range, args.mean, args.std)
-        if given:
-            (mean, std), source = given
-            contract["input"] = {"normalization": {"mean": mean, "std": std}, "source": source}
-        if args.labels:
-            contract["labels"] = label_record(args.labels, read_labels(args.labels))
-    except (ValueError, LabelsError) as exc:
+        section, labels = contract_from_options(args)
+    except ValueError as exc:
         raise ContractError(str(exc)) from exc
-    return contract
+    return {"input": section, "labels": labels}
 
 
 def _model_command(command, argv):
@@ -93,27 +93,26 @@ def _model_command(command, argv):
     if command == "split":
         parser = cli.ArgumentParser(prog="python -m quantize split",
                                          description="Split any full-int8 .tflite into stage files and a "
-                                                     "manifest usable by compile/ and deploy/.")
+                                                     "manifest usable by compile/ and deploy/.",
+                                    epilog="examples:\n  python -m quantize split mobilenet_v2_1.0_224_quant.tflite "
+                                           "--stages 2 --out runs/coral --labels imagenet_labels.txt\n"
+                                           "  python -m quantize split MODEL.tflite --cut-after TENSOR --out DIR")
     else:
         parser = cli.ArgumentParser(prog="python -m quantize plan",
                                          description="Print how a full-int8 .tflite would be split (per "
                                                      "stage: ops, MACs, parameter and activation bytes, "
-                                                     "CPU latency) without writing anything.")
+                                                     "CPU latency) without writing anything.",
+                                    epilog="examples:\n  python -m quantize plan MODEL.tflite --stages 4 --balance "
+                                           "latency\n  python -m quantize plan runs/demo --stages 3 --no-profile")
         parser.add_argument("--no-profile", action="store_true",
                             help="skip timing the ops (no latency column) unless --balance latency")
     parser.add_argument("model", help="full-int8 .tflite file" + (" or a run folder" if command == "plan" else ""))
     if command == "split":
         parser.add_argument("--out", required=True, help="folder for the stages and manifest.json")
         parser.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
-        parser.add_argument("--labels", default=None, metavar="FILE",
-                            help="class labels: one a line, or 'N label' a line (as Coral's label files)")
-        parser.add_argument("--input-range", default=None, metavar="LOW,HIGH",
-                            help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: read from "
-                                 "the model's input quantization, so the uint8 input is the raw pixels)")
-        parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
-        parser.add_argument("--std", type=float, default=None, help="with --mean: the divisor of the pixels")
+        add_contract_options(parser, "read from the model's input quantization, so the uint8 input is the raw pixels")
         _add_write_options(parser)
-    _add_cut_options(parser, 1)
+    _add_cut_options(parser)
     args = parser.parse_args(argv)
     import runfolder
     from quantize.contract import ContractError, describe_contract
@@ -122,14 +121,14 @@ def _model_command(command, argv):
     from quantize.stages import plan_split, split_into
     try:
         if command == "split":
-            default = None if args.isolate_unsupported else 1
+            default = None if args.isolate_unsupported else DEFAULT_STAGES
             manifest = split_into(args.out, args.model, args.stages or default, args.cut_after,
                                   overwrite=args.overwrite, contract=_contract(args), **_plan_options(args))
             print(f"wrote stages and manifest to {args.out}")
             print(describe_contract(manifest))
         else:
             plan = plan_split(read_graph(_int8_model(args.model)),
-                              args.stages or (None if args.isolate_unsupported else 1), args.cut_after,
+                              args.stages or (None if args.isolate_unsupported else DEFAULT_STAGES), args.cut_after,
                               progress=lambda line: print(line, file=sys.stderr),
                               **_plan_options(args, profile=not args.no_profile))
             print("\n".join(format_plan(plan)))
@@ -146,7 +145,7 @@ def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m quantize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder written by `python -m training`")
-    _add_cut_options(parser, 3)
+    _add_cut_options(parser)
     _add_write_options(parser)
     parser.add_argument("--io-type", choices=["uint8", "int8"], default="uint8",
                         help="type of the model's input and output (default uint8)")
@@ -168,7 +167,7 @@ def main(argv=None):
     from quantize.ptq import QuantizeError
     from quantize.run import quantize_run
     try:
-        default = None if args.cut_after or args.isolate_unsupported else 3
+        default = None if args.cut_after or args.isolate_unsupported else DEFAULT_STAGES
         quantize_run(args.run, args.stages or default, args.cut_after,
                      args.io_type, args.samples, args.threshold, qat=args.qat, auto_qat=args.auto_qat,
                      qat_epochs=args.qat_epochs, **_plan_options(args))

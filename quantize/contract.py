@@ -34,7 +34,8 @@ def describe_contract(manifest):
     norm = section.get("normalization")
     lines = [f"input: {first['dtype']} {'x'.join(str(n) for n in first['shape'][1:])}; "
              + (f"model input = (pixels - {norm['mean']:g}) / {norm['std']:g}, from {section.get('source')}"
-                if norm else "no contract (float input): pixels scaled to [0, 1]; give --input-range if not")]
+                if norm else "no contract (float input): pixels scaled to [0, 1]; give --input-range if not")
+             + f"; {section.get('color_order', 'RGB')}, other sizes resized {section.get('resize_method', 'bilinear')}"]
     output = manifest.get("output") or {}
     lines.append(f"output: {output.get('kind', 'logits')} ({output.get('source', 'not recorded')}); deploy shows "
                  + ("them as the model gives them" if output.get("kind") == "probabilities" else "their softmax"))

@@ -18,7 +18,7 @@ from quantize.stages import output_contract, write_stages
 from training.keras_setup import keras
 
 
-def quantize_run(run_dir, stages=3, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
+def quantize_run(run_dir, stages=1, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
                  qat=False, auto_qat=True, qat_epochs=3, **plan_options):
     """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
 

@@ -175,8 +175,9 @@ def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print,
                **plan_options):
     """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``.
 
-    ``contract``: {"input": {"normalization", "source"}?, "labels": {"source", "names"}?} as given on the
-    command line; what the model says of its output (a last SOFTMAX: probabilities) is recorded too.
+    ``contract``: {"input": {"normalization", "source", "resize_method", "color_order"}?, "labels":
+    {"source", "names"}?} as given on the command line (the normalization, when not given, read from the
+    model's input quantization); what the model says of its output (a last SOFTMAX: probabilities) is recorded too.
     A folder that already holds a run is replaced only with ``overwrite``.
     """
     if not pathlib.Path(model_path).is_file():
@@ -196,10 +197,10 @@ def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print,
     manifest["split"], manifest["stages"] = split, entries
     manifest["output"] = output_contract(graph)
     manifest.update({k: v for k, v in (contract or {}).items() if v})
-    if not manifest.get("input"):
+    if "normalization" not in (manifest.get("input") or {}):
         found = input_from_model(entries[0]["inputs"][0])
         if found:
-            manifest["input"] = found
+            manifest["input"] = {**found, **(manifest.get("input") or {})}
     runfolder.save(out_dir, manifest)
     return manifest
 

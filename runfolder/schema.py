@@ -33,12 +33,18 @@ TENSOR = {"name": str, "shape": [int], "dtype": OneOf(*DTYPES), "scale?": Nullab
 # inputs/outputs: quantize writes them; deploy refuses a stage without them (deploy.stages.check_io).
 STAGE = {"index": int, "model": FILE, "inputs?": [TENSOR], "outputs?": [TENSOR], "compiled?": Nullable(FILE),
          "name?": str}
+# How an image becomes the model input: datasets.InputSpec and the input contract (quantize.contract).
+RESIZE = OneOf("bilinear", "nearest", "bicubic", "lanczos", "box")
+COLOR_ORDER = OneOf("RGB", "BGR")
 MANIFEST = {
-    "dataset?": Nullable({"input_spec?": Nullable({"height": int, "width": int, "channels": int}),
+    "dataset?": Nullable({"input_spec?": Nullable({"height": int, "width": int, "channels": int,
+                                                   "resize_method?": RESIZE, "color_order?": COLOR_ORDER}),
                           "class_names?": Nullable([str]), "test_set?": Nullable(FILE)}),
     "quantization?": Nullable({"int8_model?": Nullable(FILE)}),
     "split?": Nullable({"model_inputs?": [TENSOR], "model_outputs?": [TENSOR]}),
     "stages?": Nullable([STAGE]),
+    "input?": Nullable({"normalization?": Nullable({"mean": float, "std": float}), "resize_method?": RESIZE,
+                        "color_order?": COLOR_ORDER}),
 }
 
 

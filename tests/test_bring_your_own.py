@@ -166,3 +166,44 @@ def test_a_split_run_sends_nobody_in_a_circle(coral_data, tmp_path):
     quantized = run_cli("quantize", "--run", run)
     assert quantized.returncode == 2 and "quantized already" in quantized.stderr
     assert "python -m training --run" not in evaluation.stderr + quantized.stderr
+
+
+def _direct_scores(model, pixels):
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(model))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels[np.newaxis])
+    interpreter.invoke()
+    out = interpreter.get_output_details()[0]
+    scale, zero = out["quantization"]
+    return (interpreter.get_tensor(out["index"])[0].astype(np.float64) - zero) * scale
+
+
+def test_colour_order_and_resize_method_of_the_contract_reach_the_model(coral_data, tmp_path):
+    """A model said to take BGR, resized nearest: deploy --image feeds exactly those pixels (its scores equal
+    a direct call on them), and the report of the contract says so; the default contract feeds other pixels."""
+    model, image = coral_data / "mobilenet_v1_0.25_128_quant.tflite", coral_data / "cat.bmp"
+    run = tmp_path / "bgr"
+    split = run_cli("quantize", "split", model, "--out", run, "--color-order", "BGR", "--resize-method", "nearest")
+    assert split.returncode == 0, split.stderr[-2000:]
+    assert "BGR, other sizes resized nearest" in split.stdout
+    assert runfolder.load(run)["input"]["normalization"] == {"mean": 128.0, "std": 128.0}, "still read from the model"
+    rgb = np.asarray(Image.open(image).convert("RGB").resize((128, 128), Image.NEAREST), np.uint8)
+    expected = _direct_scores(model, np.ascontiguousarray(rgb[:, :, ::-1]))
+    as_trained = _direct_scores(model, np.asarray(Image.open(image).convert("RGB").resize((128, 128), Image.BILINEAR)))
+    result = run_cli("deploy", "--run", run, "--image", image, "--json", "--top-k", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    top = json.loads(result.stdout.strip().splitlines()[-1])["top"]
+    assert np.allclose([t["score"] for t in top], expected[[t["id"] for t in top]], atol=1e-6), "each its own score"
+    assert np.allclose([t["score"] for t in top], np.sort(expected)[::-1][:5], atol=1e-6), "and the five best"
+    assert not np.array_equal(expected, as_trained), "the test needs a contract that changes the pixels"
+
+
+def test_a_tampered_colour_order_is_named(coral_data, tmp_path):
+    run = tmp_path / "bgr"
+    assert run_cli("quantize", "split", coral_data / "mobilenet_v1_0.25_128_quant.tflite", "--out", run).returncode == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["input"]["color_order"] = "GBR"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("deploy", "--run", run, "--image", coral_data / "cat.bmp")
+    assert result.returncode == 2 and "input.color_order" in result.stderr and "Traceback" not in result.stderr

@@ -95,3 +95,19 @@ def test_folder_errors(tmp_path):
         load_dataset("folder", path=str(tmp_path / "missing"))
     with pytest.raises(DatasetError, match="channels=4 is invalid"):
         load_dataset("folder", path=str(root), channels=4)
+
+
+def test_folder_reads_images_as_the_input_contract_says(tmp_path):
+    """Colour order and resize method are the model's: BGR reverses the channels, nearest keeps source pixels;
+    the options (and so the cache key and the run's input spec) say which."""
+    root = _make_tree(tmp_path / "photos")
+    plain = load_dataset("folder", path=str(root), size=8)
+    bgr = load_dataset("folder", path=str(root), size=8, color_order="BGR")
+    nearest = load_dataset("folder", path=str(root), size=8, resize_method="nearest")
+    assert np.array_equal(bgr.images[:], plain.images[:][..., ::-1]), "the same pixels, channels reversed"
+    assert not np.array_equal(nearest.images[:], plain.images[:])
+    assert bgr.options["color_order"] == "BGR" and "resize_method" not in bgr.options
+    assert bgr.input_spec == InputSpec(8, 8, 3, color_order="BGR")
+    assert InputSpec.from_dict(nearest.input_spec.to_dict()).resize_method == "nearest"
+    with pytest.raises(DatasetError, match="resize method 'cubic' is unknown"):
+        load_dataset("folder", path=str(root), size=8, resize_method="cubic")

@@ -46,7 +46,7 @@ def _flag(command, name):
 def test_objects_validate_against_newest_schema(compiled_run):
     from kubernetes_validate import utils
     version = utils.latest_version()
-    objects = _generate(compiled_run, "--nodes", "pi1,pi2,pi3", "--image", "registry.local/coral:1")
+    objects = _generate(compiled_run, "--nodes", "pi1,pi2,pi3", "--container-image", "registry.local/coral:1")
     assert [o["kind"] for o in objects].count("Deployment") == 4     # 3 stages + the API
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)

@@ -10,6 +10,7 @@ import argparse
 import faulthandler
 import sys
 
+from datasets.contract_options import add_contract_options
 from datasets.core import parse_option
 from runfolder import cli
 
@@ -31,28 +32,19 @@ def _import(argv):
                         help="labelled data for calibration and the test split (default: folder, with -o path=)")
     parser.add_argument("-o", "--data-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                         help="data set option, repeatable (e.g. path=/data/photos); the image size is the model's")
-    parser.add_argument("--labels", default=None, metavar="FILE",
-                        help="the model's class labels (one a line, or 'N label' a line); class folders are matched "
-                             "to them by name (default: the data set's classes, in order)")
-    parser.add_argument("--input-range", default=None, metavar="LOW,HIGH",
-                        help="the values the model was trained on: -1,1 | 0,1 | 0,255 (default: 0,255 when the "
-                             "model starts with Rescaling, else 0,1, said as an assumption)")
-    parser.add_argument("--mean", type=float, default=None, help="with --std: model input = (pixels - mean) / std")
-    parser.add_argument("--std", type=float, default=None, help="with --mean: the divisor of the pixels")
+    add_contract_options(parser, "0,255 when the model starts with Rescaling, else 0,1, said as an assumption")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     args = parser.parse_args(argv)
     import datasets
     import runfolder
-    from datasets.labels import read_labels
-    from datasets.preprocess import normalization_from_options
+    from datasets.contract_options import contract_from_options
     try:
-        normalization = normalization_from_options(args.input_range, args.mean, args.std)
-        labels = (args.labels, read_labels(args.labels)) if args.labels else None
+        contract, labels = contract_from_options(args)
         from training.import_model import (
             import_keras,  # imports TensorFlow: after the options are checked
         )
-        import_keras(args.run, args.model, args.dataset, dict(args.data_option), normalization, labels,
+        import_keras(args.run, args.model, args.dataset, dict(args.data_option), contract, labels,
                      args.overwrite, args.seed)
     except (ValueError, datasets.DatasetError, runfolder.ManifestError) as exc:   # TrainingError, LabelsError too
         print(f"error: {exc}", file=sys.stderr)

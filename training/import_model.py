@@ -17,7 +17,6 @@ import numpy as np
 
 import datasets
 import runfolder
-from datasets.labels import label_record
 from datasets.preprocess import PIXELS_0_1, PIXELS_0_255, to_model_input
 from training.keras_setup import keras, tf
 from training.train import (
@@ -71,14 +70,21 @@ def _matched(data, names):
     return dataclasses.replace(data, labels=index[data.labels], class_names=list(names))
 
 
-def import_keras(run_dir, model_path, dataset, dataset_options=None, normalization=None, labels=None,
+def import_keras(run_dir, model_path, dataset, dataset_options=None, contract=None, labels=None,
                  overwrite=False, seed=0):
     """Writes a run folder for the Keras model at ``model_path``; returns its manifest.
 
     Args:
-      normalization: ((mean, std), source) of the model input, or None (see ``input_normalization``).
-      labels: (label file path, names) or None: the data set's class names name the classes.
+      contract: the input contract as given ({"normalization", "source", "resize_method", "color_order"},
+        each optional; see ``datasets.contract_options``); the normalization not given is found by
+        ``input_normalization``.
+      labels: the manifest's labels section ({"source", "names"}) or None: the data set's class names
+        name the classes.
     """
+    contract = dict(contract or {})
+    normalization = (((contract["normalization"]["mean"], contract["normalization"]["std"]), contract["source"])
+                     if "normalization" in contract else None)
+    shaping = {k: contract[k] for k in ("resize_method", "color_order") if k in contract}
     model = load_keras_model(model_path)
     if len(model.inputs) != 1 or len(model.input_shape) != 4 or model.input_shape[-1] not in (1, 3):
         raise TrainingError(f"the model takes {model.input_shape}; an image classifier takes (None, H, W, 1 or 3)")
@@ -89,12 +95,16 @@ def import_keras(run_dir, model_path, dataset, dataset_options=None, normalizati
         options.setdefault("height", height)
         options.setdefault("width", width)
         options.setdefault("channels", channels)
+        options.update(shaping)
+    elif shaping.get("color_order", "RGB") != "RGB":
+        raise TrainingError(f"--color-order {shaping['color_order']} needs images read for it: give the data set "
+                            "as --dataset folder -o path=...")
     data = datasets.load_dataset(dataset, **options)
     if tuple(data.images.shape[1:]) != (height, width, channels):
         raise TrainingError(f"the data set's images are {data.images.shape[1:]}, the model takes "
                             f"{(height, width, channels)};"
                             " give the data set options that make them match (e.g. -o size=, -o channels=)")
-    data = _matched(data, labels[1] if labels else None)
+    data = _matched(data, labels["names"] if labels else None)
     if len(data.class_names) > classes:
         raise TrainingError(f"the data set has {len(data.class_names)} classes, the model {classes} outputs")
     (mean, std), source = input_normalization(model, normalization)
@@ -116,7 +126,9 @@ def import_keras(run_dir, model_path, dataset, dataset_options=None, normalizati
         "input_normalization": {"mean": float(mean), "std": float(std)}, "input_normalization_source": source,
     }
     if labels:
-        manifest["labels"] = label_record(labels[0], labels[1])
+        manifest["labels"] = labels
+    if shaping:
+        manifest["input"] = shaping
     manifest["accuracy"] = {"float": accuracy}
     runfolder.save(run_dir, manifest)
     print(f"imported {model_path} ({model.name}: {model.count_params():,} parameters, "
