@@ -204,7 +204,7 @@ def check_run(run_dir, min_runtime_version=None):
         if not isinstance(stage, dict) or not isinstance(stage.get("model"), dict):
             raise runfolder.ManifestError(
                 f"stage {index} in {run_dir / 'manifest.json'} has no 'model' file record; "
-                f"re-run `python -m quantize --run {run_dir}`")
+                f"re-run `{runfolder.restage_command(run_dir)}`")
         name = stage.get("name", f"stage_{index}")
         targets.append((name, runfolder.verify_file(run_dir, stage["model"], f"stage {name} model")))
     models = []

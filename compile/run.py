@@ -146,20 +146,20 @@ def _verified_models(run_dir, stages):
     if not isinstance(stages, list):
         raise runfolder.ManifestError(
             f"'stages' in {run_dir / MANIFEST_NAME} is a {type(stages).__name__}, "
-            f"expected a list; re-run `python -m quantize --run {run_dir}`")
+            f"expected a list; re-run `{runfolder.restage_command(run_dir)}`")
     models, stems = [], {}
     for index, stage in enumerate(stages):
         if not isinstance(stage, dict) or not isinstance(stage.get("model"), dict):
             raise runfolder.ManifestError(
                 f"stage {index} in {run_dir / MANIFEST_NAME} has no 'model' file record; "
-                f"re-run `python -m quantize --run {run_dir}`")
+                f"re-run `{runfolder.restage_command(run_dir)}`")
         stage.setdefault("name", f"stage_{index}")
         model = runfolder.verify_file(run_dir, stage["model"], f"stage {stage['name']} model")
         if model.stem in stems:
             raise runfolder.ManifestError(
                 f"stages {stems[model.stem]} and {stage['name']} both have a model named "
                 f"{model.name}; the compiler names its output after the input file, so they "
-                f"would overwrite each other in {OUT_DIR}/. Re-run `python -m quantize --run {run_dir}`")
+                f"would overwrite each other in {OUT_DIR}/. Re-run `{runfolder.restage_command(run_dir)}`")
         stems[model.stem] = stage["name"]
         models.append(model)
     return models

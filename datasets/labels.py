@@ -4,6 +4,7 @@ Two formats are read, as label files come: one label a line (line k is class k, 
 ``imagenet_labels.txt`` starting with ``background``), or ``N label`` a line (``0 cat``, ``1: dog``,
 as Coral's ``*_labels.txt``), where missing indices are named by their number.
 """
+import os
 import re
 
 _NUMBERED = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
@@ -44,8 +45,9 @@ def labels_of(manifest):
 
 
 def label_record(path, names):
-    """The manifest's ``labels`` section for names read from ``path``."""
-    return {"source": str(path), "names": list(names)}
+    """The manifest's ``labels`` section for names read from ``path`` (kept as an absolute path, so a command
+    that remakes the run can name the file from anywhere)."""
+    return {"source": os.path.abspath(path), "names": list(names)}
 
 
 def name_of(names, index):

@@ -262,10 +262,10 @@ def build_objects(manifest, options):
     """
     stages = sorted(manifest.get("stages") or [], key=lambda e: e["index"])
     if not stages:
-        raise K8sError("the manifest lists no stages; run `python -m quantize --run DIR` first")
+        raise K8sError(f"the manifest lists no stages; run `{runfolder.restage_command('DIR', manifest)}` first")
     if [e["index"] for e in stages] != list(range(len(stages))):
         raise K8sError(f"stage indexes {[e['index'] for e in stages]} are not 0..{len(stages) - 1}; "
-                       "re-run `python -m quantize`")
+                       f"re-run `{runfolder.restage_command('DIR', manifest)}`")
     check_options(options, len(stages))
     objects = [namespace_object(options)]
     for entry in stages:

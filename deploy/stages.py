@@ -73,7 +73,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
             except edgetpu.DelegateError as exc:
                 reason = str(exc).split(". ")[0]
         if interpreter is None:
-            interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack)
+            interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack, runfolder.restage_command(run_dir, manifest))
         check_io(interpreter, entry, path, run_dir)
         loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                                   entry["inputs"], entry["outputs"], placement, reason, interpreter))
@@ -93,7 +93,7 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
         real = {t["name"]: t for t in describe_details(details)}
         if not entry.get(side):
             raise StageError(f"{where} in {run_dir}/manifest.json lists no {side} for {path}; re-run "
-                             f"`python -m quantize --run {run_dir}` to write the stage entries again")
+                             f"`{runfolder.restage_command(run_dir)}` to write the stage entries again")
         listed = [t["name"] for t in entry[side]]
         if sorted(listed) != sorted(real):
             _differs(f"{where}.{side} lists {_names(listed)}", f"the file has {_names(list(real))}", path, run_dir)
@@ -109,7 +109,7 @@ def check_io(interpreter, entry, path, run_dir="the run folder"):
 
 def _differs(listed, real, path, run_dir):
     raise StageError(f"the manifest does not match stage file {path}: {listed}, {real}. Restore "
-                     f"{run_dir}/manifest.json, or re-run `python -m quantize --run {run_dir}` to write both again")
+                     f"{run_dir}/manifest.json, or re-run `{runfolder.restage_command(run_dir)}` to write both again")
 
 
 def _names(names):
@@ -135,12 +135,12 @@ def _not_compiled_reason(compile_info):
                 status, f"not compiled (compile status: {status})")
 
 
-def _cpu_interpreter(path, what, num_threads, xnnpack=True):
+def _cpu_interpreter(path, what, num_threads, xnnpack, restage):
     if edgetpu.is_compiled_model(path):
         raise StageError(f"{what} {path} is compiled for the Edge TPU (it holds edgetpu-custom-op), "
-                         "but no Edge TPU is in use; re-run `python -m quantize` to restore the CPU stage")
+                         f"but no Edge TPU is in use; re-run `{restage}` to restore the CPU stage")
     try:
         return make_interpreter(path, num_threads=num_threads, xnnpack=xnnpack)
     except (ValueError, RuntimeError) as exc:
         raise StageError(f"{what} {path} cannot be loaded by the tflite runtime: {str(exc).strip()}; "
-                         "re-run `python -m quantize` to rewrite it") from exc
+                         f"re-run `{restage}` to rewrite it") from exc

@@ -12,6 +12,7 @@ from runfolder.manifest import (
     load,
     require,
     resolve,
+    restage_command,
     save,
     sha256_of,
     verify_file,
@@ -19,5 +20,5 @@ from runfolder.manifest import (
 
 __all__ = [
     "SCHEMA_VERSION", "ManifestError", "StepOrderError", "file_record", "load",
-    "require", "resolve", "save", "sha256_of", "verify_file",
+    "require", "resolve", "restage_command", "save", "sha256_of", "verify_file",
 ]

@@ -4,6 +4,7 @@ All steps build their parsers with ``ArgumentParser`` from here, so ``--help`` r
 everywhere (tested in tests/test_help.py).
 """
 import argparse
+import re
 
 _NO_DEFAULT = (None, False, [], (), argparse.SUPPRESS)
 
@@ -20,8 +21,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {action.default})".strip()
 
 
+# What argparse takes for a value, not an option, when it starts with "-": numbers, and number lists such
+# as ``--input-range -1,1`` (argparse's own pattern has only single numbers, so it would refuse that).
+_NEGATIVE_VALUES = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         if kwargs.get("formatter_class") in (None, argparse.RawDescriptionHelpFormatter, argparse.HelpFormatter):
             kwargs["formatter_class"] = HelpFormatter
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUES

@@ -130,6 +130,41 @@ def require(manifest, section, run_dir, step):
     return value
 
 
+def restage_command(run_dir, manifest=None):
+    """The command that writes the run's stages again, as the run was made: ``quantize --run`` for a run
+    trained or imported here, ``quantize split SOURCE --out RUN --overwrite`` for one split from an int8 file.
+    Error messages use it, so the manifest (read when not given) may be damaged: what cannot be read counts
+    as a run made here."""
+    if manifest is None:
+        try:
+            manifest = json.loads((pathlib.Path(run_dir) / MANIFEST_NAME).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+    quantization = (manifest.get("quantization") if isinstance(manifest, dict) else None) or {}
+    quantization = quantization if isinstance(quantization, dict) else {}
+    if not quantization.get("external"):
+        return f"python -m quantize --run {run_dir}"
+    split = manifest.get("split") if isinstance(manifest.get("split"), dict) else {}
+    source = (split.get("source") or {}).get("path") or "MODEL.tflite"
+    source = source if os.path.isabs(source) else os.path.join(str(run_dir), source)
+    return f"python -m quantize split {source} --out {run_dir} --overwrite" + _split_options(manifest)
+
+
+def _split_options(manifest):
+    """The options a split run was made with, as far as its manifest says: stages, labels, input contract."""
+    words = []
+    if isinstance(manifest.get("stages"), list) and len(manifest["stages"]) > 1:
+        words.append(f"--stages {len(manifest['stages'])}")
+    labels = manifest.get("labels") if isinstance(manifest.get("labels"), dict) else {}
+    if isinstance(labels.get("source"), str):
+        words.append(f"--labels {labels['source']}")
+    contract = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
+    if str(contract.get("source", "")).startswith("--"):
+        words.append(contract["source"])
+    words += [f"--{key.replace('_', '-')} {contract[key]}" for key in ("color_order", "resize_method") if key in contract]
+    return "".join(" " + word for word in words)
+
+
 def sha256_of(path):
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -207,3 +207,23 @@ def test_a_tampered_colour_order_is_named(coral_data, tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("deploy", "--run", run, "--image", coral_data / "cat.bmp")
     assert result.returncode == 2 and "input.color_order" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_damaged_split_run_names_the_command_that_remakes_it_and_that_command_works(coral_data, tmp_path):
+    run = tmp_path / "coral"
+    model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
+    made = run_cli("quantize", "split", model, "--stages", 2, "--out", run, "--labels", coral_data / "imagenet_labels.txt",
+                   "--input-range", "-1,1", "--color-order", "BGR")
+    assert made.returncode == 0, made.stderr[-2000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    original = {key: manifest[key] for key in ("labels", "input")}
+    manifest["stages"][1]["inputs"][0]["shape"][1] += 1
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    broken = run_cli("deploy", "--run", run, "--image", coral_data / "cat.bmp")
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
+    command = re.search(r"re-run `python -m (quantize split [^`]+)`", broken.stderr)
+    assert command and "python -m quantize --run" not in broken.stderr, broken.stderr
+    assert run_cli(*command.group(1).split()).returncode == 0, "the command the message names works as given"
+    remade = runfolder.load(run)
+    assert len(remade["stages"]) == 2 and {key: remade[key] for key in original} == original, "and loses nothing"
+    assert run_cli("deploy", "--run", run, "--image", coral_data / "cat.bmp").returncode == 0

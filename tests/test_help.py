@@ -122,3 +122,15 @@ def test_a_mistyped_option_is_refused_before_tensorflow_loads(argv):
                             check=False)
     assert "unrecognized arguments" in result.stderr or "required" in result.stderr, result.stderr
     assert result.stderr.strip().endswith("exit 2 False"), result.stderr
+
+
+def test_a_value_that_starts_with_a_minus_is_a_value():
+    """``--input-range -1,1`` as the README writes it (argparse alone takes "-1,1" for an unknown option)."""
+    parser = cli.ArgumentParser(prog="x")
+    parser.add_argument("--input-range")
+    parser.add_argument("--scale", type=float)
+    parser.add_argument("-o")
+    args = parser.parse_args(["--input-range", "-1,1", "--scale", "-0.5", "-o", "-1.5,-2"])
+    assert (args.input_range, args.scale, args.o) == ("-1,1", -0.5, "-1.5,-2")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--input-range", "-x"])
