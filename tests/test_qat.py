@@ -34,7 +34,7 @@ def io_dtypes(graph):
 @pytest.mark.slow
 def test_qat_on_request_records_both_and_keeps_a_splittable_full_int8_model(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    result = run_cli("quantize", "--run", run, "--qat", "--no-auto-qat", "--qat-epochs", 1, "--samples", 50)
+    result = run_cli("quantize", "--run", run, "--stages", 3, "--qat", "--no-auto-qat", "--qat-epochs", 1, "--samples", 50)
     assert result.returncode == 0, result.stderr
     assert "keeping" in result.stdout, result.stdout
     manifest = runfolder.load(run)
