@@ -19,7 +19,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from quantize.graph import read_graph
+from tflitegraph.graph import read_graph
 from quantize.profile import stage_models, time_models
 from quantize.stages import plan_split
 

@@ -4,7 +4,7 @@
 (``compile.optable``) to each op on its own; where it sits in the graph is
 ``compile.preflight``'s job. Reasons start with the status the real compiler
 prints for such an op, then say what in this model causes it.
-Needs numpy and a tflite schema reader (``quantize.graph``), not TensorFlow.
+Needs numpy and a tflite schema reader (``tflitegraph.graph``), not TensorFlow.
 """
 import numpy as np
 
@@ -19,7 +19,7 @@ def op_support(graph, min_runtime_version=None):
     """One (supported, reason) per op of ``graph``, judged by itself.
 
     Args:
-      graph: a ``quantize.graph.Graph``.
+      graph: a ``tflitegraph.graph.Graph``.
       min_runtime_version: the compiler's -m value; ops Coral lists for newer
         Edge TPU runtimes only are then unsupported. None: no such limit.
     Returns:

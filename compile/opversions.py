@@ -37,8 +37,8 @@ operands), are not rewritten.
 """
 from compile import optable as T
 from compile.opcheck import options
-from quantize import tflite_schema as fb
-from quantize.graph import read_graph
+from tflitegraph import schema as fb
+from tflitegraph.graph import read_graph
 
 _INT8_TWO = {"ADD", "CONCATENATION", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX", "MEAN",
              "REDUCE_MAX", "REDUCE_MIN", "RELU6", "RSQRT", "LOGISTIC", "TANH"}
@@ -117,7 +117,7 @@ def rewrite_op_versions(model_or_bytes):
       "reason"} for each operator code rewritten; an empty list means the bytes
       are the model re-serialised unchanged.
     Raises:
-      quantize.graph.GraphError: not a readable single-graph .tflite model.
+      tflitegraph.graph.GraphError: not a readable single-graph .tflite model.
     """
     graph = read_graph(model_or_bytes)
     model = graph.model

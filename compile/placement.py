@@ -8,7 +8,7 @@ type writing the same tensors, and on the Edge TPU otherwise. Used to compare
 the pre-flight prediction with the compiler, and to show per op where a
 compiled stage runs.
 """
-from quantize.graph import read_graph
+from tflitegraph.graph import read_graph
 
 CUSTOM_CODE = "edgetpu-custom-op"
 
@@ -26,7 +26,7 @@ def compiled_placement(source, compiled):
     Returns:
       A list of {"index", "type", "placement"}, one per op of ``source``.
     Raises:
-      quantize.graph.GraphError: a file is not a readable single-graph model.
+      tflitegraph.graph.GraphError: a file is not a readable single-graph model.
       ValueError: ``compiled`` has no edgetpu-custom-op, or keeps an op that
         ``source`` does not have (they are not twins).
     """

@@ -34,7 +34,7 @@ import pathlib
 import runfolder
 from compile import optable as T
 from compile.opcheck import dynamic_tensors, op_support, op_version
-from quantize.graph import GraphError, read_graph
+from tflitegraph.graph import GraphError, read_graph
 
 
 class CheckError(ValueError):
@@ -45,7 +45,7 @@ def predict_placement(graph, support=None, min_runtime_version=None):
     """Per op: where compiler 16.0 will put it and why (see the module docstring).
 
     Args:
-      graph: a ``quantize.graph.Graph``.
+      graph: a ``tflitegraph.graph.Graph``.
       support: the result of ``op_support(graph)``, if already computed.
     Returns:
       A list of dicts {"index", "type", "version", "placement" ("tpu"|"cpu"),

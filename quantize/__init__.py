@@ -1,5 +1,5 @@
 """Full-int8 quantization and stage splitting: ``python -m quantize --help``.
 
-Splitting (``quantize.graph``, ``quantize.split``, ``quantize.stages``) needs only
+Splitting (``tflitegraph.graph``, ``quantize.split``, ``quantize.stages``) needs only
 the flatbuffer schema from ai-edge-litert; PTQ (``quantize.ptq``) needs TensorFlow.
 """

@@ -116,7 +116,7 @@ def _model_command(command, argv):
     args = parser.parse_args(argv)
     import runfolder
     from quantize.contract import ContractError, describe_contract
-    from quantize.graph import GraphError, read_graph
+    from tflitegraph.graph import GraphError, read_graph
     from quantize.plan_table import format_plan
     from quantize.stages import plan_split, split_into
     try:
@@ -163,7 +163,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import datasets
     import runfolder
-    from quantize.graph import GraphError
+    from tflitegraph.graph import GraphError
     from quantize.ptq import QuantizeError
     from quantize.run import quantize_run
     try:

@@ -33,7 +33,7 @@ class StageCost:
 
 
 def op_costs(graph):
-    """One OpCost per op of ``graph`` (a quantize.graph.Graph), in op order."""
+    """One OpCost per op of ``graph`` (a tflitegraph.graph.Graph), in op order."""
     costs = []
     for op in graph.ops:
         ins = [t for t in op.inputs if t >= 0]

@@ -10,8 +10,8 @@ whole head in the stage that ends at its boundary.
 """
 import re
 
-from quantize import tflite_schema as fb
-from quantize.graph import GraphError, find_tensor, read_graph
+from tflitegraph import schema as fb
+from tflitegraph.graph import GraphError, find_tensor, read_graph
 
 
 def keras_output_order(model):

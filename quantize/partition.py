@@ -24,7 +24,7 @@ import itertools
 import numpy as np
 
 from quantize.costs import balance, parameter_table, stage_cost
-from quantize.graph import GraphError
+from tflitegraph.graph import GraphError
 
 OBJECTIVES = ("macs", "params", "latency")
 

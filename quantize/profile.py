@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from quantize import tflite_schema as fb
+from tflitegraph import schema as fb
 from quantize.split import extract_stage
 
 

@@ -23,8 +23,8 @@ from datasets import to_model_input
 from datasets.preprocess import PIXELS_0_1, normalization_of
 from deploy.classify import evaluate, whole_model_chain
 from deploy.progress import printer
-from quantize import tflite_schema as fb
-from quantize.graph import read_graph
+from tflitegraph import schema as fb
+from tflitegraph.graph import read_graph
 from quantize.ptq import QuantizeError, convert_int8
 from quantize.stages import check_full_int8
 from training.keras_setup import keras

@@ -11,7 +11,7 @@ from deploy.exits import output_accuracies
 from deploy.progress import printer
 from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
-from quantize.graph import read_graph
+from tflitegraph.graph import read_graph
 from quantize.ptq import convert_int8
 from quantize.qat import check_epochs, choose_int8
 from quantize.stages import output_contract, write_stages

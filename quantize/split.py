@@ -8,9 +8,9 @@ buffers and operator codes its own ops use.
 import copy
 import itertools
 
-from quantize import tflite_schema as fb
+from tflitegraph import schema as fb
 from quantize.costs import stage_cost, stage_io
-from quantize.graph import GraphError, find_tensor
+from tflitegraph.graph import GraphError, find_tensor
 
 _KEPT_METADATA = (b"min_runtime_version", b"CONVERSION_METADATA")
 

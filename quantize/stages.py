@@ -11,7 +11,7 @@ from quantize.edgetpu_check import (
     supported_ops,
 )
 from quantize.exit_heads import exit_cut_positions
-from quantize.graph import GraphError, read_graph
+from tflitegraph.graph import GraphError, read_graph
 from quantize.partition import (
     OBJECTIVES,
     balanced_plan,

@@ -12,7 +12,7 @@ constants), so a stage holding both ops stores it once.
 """
 import numpy as np
 
-from quantize import tflite_schema as fb
+from tflitegraph import schema as fb
 
 S = fb.schema
 

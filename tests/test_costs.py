@@ -7,7 +7,7 @@ import pytest
 from deploy.classify import whole_model_chain
 from deploy.verify import compare, sample_feeds
 from quantize.costs import balance, op_costs, parameter_table, stage_cost
-from quantize.graph import GraphError, read_graph
+from tflitegraph.graph import GraphError, read_graph
 from quantize.partition import balanced_plan, optimal_cuts
 from quantize.split import split_model
 from tests.handbuilt import build

@@ -91,7 +91,7 @@ def test_quantize_warns_before_the_compiler(abs_model, tmp_path):
 
 def _stamped(coral_data, tmp_path):
     """MobileNet v1 with CONV_2D stamped version 6, as TF 2.9 wrote and compiler 16.0 refuses."""
-    from quantize import tflite_schema as fb
+    from tflitegraph import schema as fb
     model = fb.read_model(str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"))
     for code in model.operatorCodes:
         if max(code.builtinCode, code.deprecatedBuiltinCode) == fb.schema.BuiltinOperator.CONV_2D:
@@ -102,7 +102,7 @@ def _stamped(coral_data, tmp_path):
 
 
 def _conv_versions(path):
-    from quantize import tflite_schema as fb
+    from tflitegraph import schema as fb
     model = fb.read_model(str(path))
     return {c.version for c in model.operatorCodes
             if max(c.builtinCode, c.deprecatedBuiltinCode) == fb.schema.BuiltinOperator.CONV_2D}

@@ -16,8 +16,8 @@ from compile.opcheck import op_version
 from compile.opversions import required_version, rewrite_op_versions
 from compile.placement import compiled_placement
 from compile.preflight import check_model
-from quantize import tflite_schema as fb
-from quantize.graph import GraphError, read_graph
+from tflitegraph import schema as fb
+from tflitegraph.graph import GraphError, read_graph
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 CORAL = ROOT.parent / "shared" / "coral_test_data"

@@ -5,7 +5,7 @@ import pytest
 
 import runfolder
 from deploy.commands import verify_run
-from quantize.graph import GraphError, read_graph
+from tflitegraph.graph import GraphError, read_graph
 from quantize.stages import check_full_int8, plan_split, split_into
 from tests.conftest import run_cli
 
@@ -94,7 +94,7 @@ def test_float_edges_are_allowed_and_split_exactly(tmp_path):
 
 
 def test_float_inside_the_graph_is_refused_naming_the_tensor(coral_data):
-    from quantize import tflite_schema as fb
+    from tflitegraph import schema as fb
     model = fb.read_model(str(coral_data / "keras_lstm_mnist_ptq.tflite"))
     sg = model.subgraphs[0]
     inner = sg.operators[2].outputs[0]

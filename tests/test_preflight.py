@@ -23,7 +23,7 @@ from compile.preflight import (
     predict_placement,
     warnings,
 )
-from quantize.graph import read_graph
+from tflitegraph.graph import read_graph
 
 fbu = pytest.importorskip("ai_edge_litert.tools.flatbuffer_utils")
 CORAL = pathlib.Path(os.environ.get("CORAL_TEST_DATA", ROOT.parent / "shared" / "coral_test_data"))

@@ -6,8 +6,8 @@ import pytest
 
 import runfolder
 from deploy.commands import verify_run
-from quantize import tflite_schema as fb
-from quantize.graph import find_tensor, read_graph
+from tflitegraph import schema as fb
+from tflitegraph.graph import find_tensor, read_graph
 from quantize.ptq import QuantizeError
 from quantize.qat import choose, op_counts, unfolded, wanted
 from quantize.run import quantize_run

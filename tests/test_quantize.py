@@ -3,7 +3,7 @@ import pytest
 
 import runfolder
 from deploy.runtime import make_interpreter
-from quantize.graph import GraphError, read_graph
+from tflitegraph.graph import GraphError, read_graph
 from quantize.run import quantize_run
 from tests.conftest import copy_run, run_cli
 

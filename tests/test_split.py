@@ -6,7 +6,7 @@ from deploy.chain import StageChain
 from deploy.classify import describe_details, whole_model_chain
 from deploy.runtime import make_interpreter
 from deploy.verify import compare, sample_feeds
-from quantize.graph import GraphError, find_tensor, read_graph
+from tflitegraph.graph import GraphError, find_tensor, read_graph
 from quantize.partition import balanced_plan
 from quantize.split import cut_positions_after, split_model
 from quantize.stages import check_full_int8, split_into
@@ -109,7 +109,7 @@ def test_cut_errors_are_clear(coral_data):
 
 
 def test_float_model_is_refused_naming_the_tensor(coral_data, tmp_path):
-    from quantize import tflite_schema as fb
+    from tflitegraph import schema as fb
     model = fb.read_model(str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"))
     sg = model.subgraphs[0]
     sg.tensors[sg.inputs[0]].type = fb.schema.TensorType.FLOAT32

@@ -74,7 +74,7 @@ def test_augmentation_changes_training_batches_only(shapes):
 
 @pytest.mark.slow
 def test_the_int8_model_of_an_augmented_training_has_no_augmentation_ops(tmp_path):
-    from quantize.graph import read_graph
+    from tflitegraph.graph import read_graph
     from quantize.run import quantize_run
     from training.train import train
     ops = {}

@@ -10,7 +10,7 @@ import difflib
 
 import numpy as np
 
-from quantize import tflite_schema as fb
+from tflitegraph import schema as fb
 
 
 class GraphError(ValueError):
