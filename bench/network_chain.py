@@ -41,9 +41,9 @@ from flask_chain import (
 )
 
 import runfolder
-from deploy.classify import image_feed
-from deploy.commands import open_chain
-from deploy.runtime import load_runtime
+from deploy.core.classify import image_feed
+from deploy.core.open import open_chain
+from deploy.core.runtime import load_runtime
 
 TARGETS = {"throughput_vs_seed": 100.0, "throughput_vs_http_json": 5.0, "added_ms_per_hop_p50": 0.5}
 
@@ -80,7 +80,7 @@ def grpc_hop_bytes(manifest, local_values):
 
 def all_values(chain, feed):
     """Every tensor of one in-process run: the inputs and each stage's outputs, by name."""
-    from deploy.chain import run_interpreter
+    from deploy.core.chain import run_interpreter
     values = dict(feed)
     for stage in chain.stages:
         values.update(run_interpreter(stage.interpreter, values))

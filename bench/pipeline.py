@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deploy.bench import bench_chain
-from deploy.commands import open_chain
-from deploy.runtime import load_runtime, make_interpreter
-from deploy.verify import sample_feeds
+from deploy.pipeline.bench import bench_chain
+from deploy.core.open import open_chain
+from deploy.core.runtime import load_runtime, make_interpreter
+from deploy.core.verify import sample_feeds
 
 MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                      "coral_test_data", "mobilenet_v2_1.0_224_quant.tflite")

@@ -43,10 +43,10 @@ def int8_part(run, part):
     """A function {name: nested list} -> {name: nested list} running our int8 stage ``part`` on the CPU and
     returning what the next stage needs (``deploy.net.plan``: the same tensors the gRPC chain sends on)."""
     import runfolder
-    from deploy.chain import run_interpreter
+    from deploy.core.chain import run_interpreter
     from deploy.net.plan import stage_plan
-    from deploy.stages import load_stages
-    from deploy.tensors import numpy_dtype
+    from deploy.core.stages import load_stages
+    from deploy.core.tensors import numpy_dtype
     manifest = runfolder.load(run)
     stage = load_stages(run, manifest, devices="cpu", tpus=[])[part]
     plan = stage_plan(manifest, part)

@@ -26,11 +26,11 @@ sys.path.insert(0, REPO)
 
 import runfolder
 from datasets.preprocess import to_model_input
-from deploy.classify import whole_model_chain
-from deploy.commands import open_chain
-from deploy.runtime import load_runtime
-from deploy.tensors import dequantize, quantize
-from deploy.verify import sample_feeds
+from deploy.core.classify import whole_model_chain
+from deploy.core.open import open_chain
+from deploy.core.runtime import load_runtime
+from deploy.core.tensors import dequantize, quantize
+from deploy.core.verify import sample_feeds
 
 MNV2 = os.path.normpath(os.path.join(REPO, "..", "shared", "coral_test_data", "mobilenet_v2_1.0_224_quant.tflite"))
 

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from compile.preflight import check_model
+from compile.preflight.check import check_model
 from datasets.preprocess import PIXELS_MINUS1_1, range_sample, to_model_input
 from quantize.ptq import convert_int8
 from training.backbones import BACKBONES

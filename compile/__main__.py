@@ -82,8 +82,8 @@ def check_main(argv):
     import pathlib
     args = parse_check_args(argv)
     try:
-        from compile.checktext import format_report
-        from compile.preflight import CheckError, check_model, check_run
+        from compile.preflight.checktext import format_report
+        from compile.preflight.check import CheckError, check_model, check_run
     except ImportError as exc:
         print(f"error: the check reads .tflite files with ai-edge-litert's schema: {exc}",
               file=sys.stderr)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from compile.report import parse_compiler_output
+from compile.compiler_log import parse_compiler_output
 
 COMPILER_NAME = "edgetpu_compiler"
 WHERE_FROM = ("it comes from Coral's apt repository, package edgetpu-compiler, "

@@ -13,7 +13,7 @@ import pathlib
 import runfolder
 from compile.compiler import CompilerError
 from compile.outcome import failure, invoke, message, record, rel, summary_line
-from compile.report import parse_compilations
+from compile.compiler_log import parse_compilations
 
 
 def compile_together(run_dir, stages, models, compiler, options, timeout, out_name, log):

@@ -7,7 +7,7 @@ fix, and the summary kept per compiled model. Standard library only.
 import os
 
 from compile.compiler import run_compiler, tail
-from compile.report import format_size, parse_compiler_output
+from compile.compiler_log import format_size, parse_compiler_output
 
 RECORD_KEYS = ("compiler_version", "compile_time_ms", "on_chip_memory_bytes",
                "on_chip_remaining_bytes", "off_chip_memory_bytes", "edgetpu_subgraphs",
@@ -53,7 +53,7 @@ def failure(run, succeeded, where, run_dir, logs, timeout):
     elif "Didn't find op for builtin opcode" in output or "could not be parsed" in output:
         hint = ("an op version is newer than compiler 16.0 knows: run `python -m compile check "
                 f"{run_dir}` to see which, and convert with an older TensorFlow or lower the "
-                "version with compile.rewrite_op_versions where that is safe")
+                "version with compile.preflight.rewrite_op_versions where that is safe")
     elif "dynamic-sized tensors" in output:
         hint = "give the model static tensor sizes (batch 1) when converting it"
     else:

@@ -88,7 +88,7 @@ def normalization_of(manifest):
 
 def output_kind_of(manifest):
     """"probabilities" when the run's model ends in a softmax, "logits" when not, None when unrecorded
-    (``deploy.tensors.class_scores`` then goes by the output's quantization)."""
+    (``deploy.core.tensors.class_scores`` then goes by the output's quantization)."""
     return ((manifest or {}).get("output") or {}).get("kind")
 
 

@@ -32,14 +32,14 @@ CANNOT_RUN = 3
 # and ``run(args)`` (returns the exit status). Imported only when asked for, so a Pi without
 # the serving extras can still run the rest.
 MODULE_COMMANDS = {
-    "serve-stage": "deploy.net.serve_command",
-    "chain": "deploy.net.chain_command",
-    "launch": "deploy.net.launch_command",
-    "serve-api": "deploy.serving.serve_command",
-    "worker": "deploy.serving.worker_command",
-    "report": "deploy.report",
-    "k8s": "deploy.k8s_command",
-    "exits": "deploy.exits_command",
+    "serve-stage": "deploy.cli.serve_stage",
+    "chain": "deploy.cli.chain",
+    "launch": "deploy.cli.launch",
+    "serve-api": "deploy.cli.serve_api",
+    "worker": "deploy.cli.worker",
+    "report": "deploy.report.page",
+    "k8s": "deploy.cli.k8s",
+    "exits": "deploy.cli.exits",
 }
 
 
@@ -131,7 +131,7 @@ def _names_a_tpu(devices):
 
 
 def _doctor():
-    from deploy import doctor
+    from deploy.cli import doctor
     env = doctor.gather()
     verdicts = doctor.diagnose(env)
     for line in doctor.report_lines(env, verdicts):
@@ -158,9 +158,10 @@ def main(argv=None):
     import runfolder
     from datasets import ImageError
     from datasets.core import DatasetError
-    from deploy import commands, summary
-    from deploy.chain import ChainError
-    from deploy.runtime import RuntimeMissing
+    from deploy.cli import actions as commands
+    from deploy.report import summary
+    from deploy.core.chain import ChainError
+    from deploy.core.runtime import RuntimeMissing
     try:
         if command == "summary":
             summary.print_summary(args.run)
@@ -175,7 +176,7 @@ def main(argv=None):
             commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
                                args.queue_size, args.plot)
         elif args.eval and args.dataset:
-            from deploy.eval_data import evaluate_on_data
+            from deploy.cli.eval_data import evaluate_on_data
             manifest, chain = commands.open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
             evaluate_on_data(args.run, manifest, chain, args.dataset, dict(args.data_option), args.limit,
                              args.exit_threshold)

@@ -4,13 +4,15 @@ Three things from ``compile``'s pre-flight check (no compiler, no TensorFlow):
 which ops the Edge TPU supports (for ``--isolate-unsupported``), op versions
 lowered where compiler 16.0 would refuse them and the kernels provably compute
 the same, and a per-stage prediction of where each op will run, printed as
-warnings and kept in the manifest.
+warnings and kept in the manifest. compile never imports quantize, so this is a plain import.
 """
+import pathlib
+
+from compile.preflight import check_model, op_support, rewrite_op_versions, warnings
 
 
 def supported_ops(graph):
-    """Per op of ``graph``: can the Edge TPU run it, judged by itself (compile.opcheck)."""
-    from compile.opcheck import op_support
+    """Per op of ``graph``: can the Edge TPU run it, judged by itself (compile.preflight.opcheck)."""
     return [bool(ok) for ok, _ in op_support(graph)]
 
 
@@ -19,7 +21,6 @@ def lower_op_versions(model_bytes):
 
     ``changes`` lists {op, from, to, reason}; when empty the bytes are the input.
     """
-    from compile.opversions import rewrite_op_versions
     new_bytes, changes = rewrite_op_versions(bytes(model_bytes))
     return (new_bytes, changes) if changes else (bytes(model_bytes), [])
 
@@ -33,9 +34,6 @@ def preflight_stages(run_dir, stage_entries, progress=print):
 
     Returns the warning lines (empty when every stage maps fully and fits on chip).
     """
-    import pathlib
-
-    from compile.preflight import check_model, warnings
     lines = []
     for entry in stage_entries:
         report = check_model(pathlib.Path(run_dir) / entry["model"]["path"], name=entry["name"])

@@ -227,7 +227,7 @@ def isolating_plan(graph, supported, stages=None, objective="macs", latencies=No
     its own compiled stage. Extra stages (``stages`` above the number of
     runs) are placed inside the runs by ``objective``.
     Args:
-      supported: per op, whether the Edge TPU can run it (compile.preflight.op_support).
+      supported: per op, whether the Edge TPU can run it (compile.preflight.check.op_support).
     Raises:
       GraphError: ``stages`` is below the number of runs.
     """

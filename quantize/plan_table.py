@@ -1,5 +1,5 @@
 """The partition plan as a table people read: one row per stage, then the cuts."""
-from deploy.tensors import short_name
+from deploy.core.tensors import short_name
 
 
 def _bytes(n):

@@ -31,7 +31,7 @@ def _random_feeds(interpreter, rng):
 
 
 def _interpreters(model_bytes_list, num_threads, xnnpack):
-    from deploy.runtime import make_interpreter
+    from deploy.core.runtime import make_interpreter
     return [make_interpreter(data, num_threads=num_threads, xnnpack=xnnpack) for data in model_bytes_list]
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import runfolder
 from datasets import to_model_input
 from datasets.preprocess import PIXELS_0_1, normalization_of
-from deploy.classify import evaluate, whole_model_chain
-from deploy.progress import printer
+from deploy.core.classify import evaluate, whole_model_chain
+from deploy.core.progress import printer
 from tflitegraph import schema as fb
 from tflitegraph.graph import read_graph
 from quantize.ptq import QuantizeError, convert_int8
@@ -229,7 +229,7 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
     keeps the better int8 model at ``int8_path`` and writes per-sample test predictions.
 
     Args:
-      ptq_result: deploy.classify.evaluate's result for the PTQ model (at int8_path) on the test split.
+      ptq_result: deploy.core.classify.evaluate's result for the PTQ model (at int8_path) on the test split.
       finish: bytes -> (bytes, op-version rewrites), the post-processing PTQ's bytes had.
       training: the manifest's training section (learning rate, exit loss weight).
     Returns:

@@ -5,10 +5,10 @@ import sys
 import datasets
 import runfolder
 from datasets.preprocess import normalization_of
-from deploy.classify import evaluate, whole_model_chain
-from deploy.commands import load_test_set
-from deploy.exits import output_accuracies
-from deploy.progress import printer
+from deploy.core.classify import evaluate, whole_model_chain
+from deploy.core.open import load_test_set
+from deploy.core.classify import output_accuracies
+from deploy.core.progress import printer
 from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
 from tflitegraph.graph import read_graph

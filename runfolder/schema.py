@@ -30,7 +30,7 @@ FILE = {"path": str, "sha256?": str}
 # One scale and zero point, or one per channel (an empty list: a float tensor).
 TENSOR = {"name": str, "shape": [int], "dtype": OneOf(*DTYPES), "scale?": Nullable(AnyOf(float, [float])),
           "zero_point?": Nullable(AnyOf(int, [int]))}
-# inputs/outputs: quantize writes them; deploy refuses a stage without them (deploy.stages.check_io).
+# inputs/outputs: quantize writes them; deploy refuses a stage without them (deploy.core.stages.check_io).
 STAGE = {"index": int, "model": FILE, "inputs?": [TENSOR], "outputs?": [TENSOR], "compiled?": Nullable(FILE),
          "name?": str}
 # How an image becomes the model input: datasets.InputSpec and the input contract (quantize.contract).

@@ -6,8 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from deploy.classify import image_feed, raw_pixels_exact
-from deploy.commands import open_chain, verify_run
+from deploy.core.classify import image_feed, raw_pixels_exact
+from deploy.core.open import open_chain
+from deploy.cli.actions import verify_run
 from training.backbones import BACKBONES, set_trainable
 from training.keras_setup import keras
 from training.models import ModelError, build_model, choose_model, exit_output_name

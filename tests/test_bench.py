@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import runfolder
-from deploy import bench
+from deploy.pipeline import bench
 from tests.conftest import REPO, copy_run, run_cli
 
 
@@ -46,7 +46,7 @@ def test_bench_command_records_latency_throughput_and_a_plot(tiny_run, tmp_path)
 
 
 def test_plot_is_skipped_with_a_message_without_matplotlib(tiny_run, tmp_path, monkeypatch, capsys):
-    from deploy import commands
+    from deploy.cli import actions as commands
     run = copy_run(tiny_run, tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)        # import matplotlib now raises ImportError
     recorded = commands.bench_run(str(run), samples=6, warmup=1)

@@ -11,8 +11,8 @@ import runfolder
 from compile import compile_options, parse_compilations, parse_compiler_output
 from compile.compiler import CompilerRun
 from compile.outcome import failure
-from compile.placement import compiled_placement
-from compile.preflight import check_model
+from compile.preflight.placement import compiled_placement
+from compile.preflight.check import check_model
 from tests.test_compile import (
     MOBILENET,
     SPLIT_CONCAT,

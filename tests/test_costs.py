@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from deploy.classify import whole_model_chain
-from deploy.verify import compare, sample_feeds
+from deploy.core.classify import whole_model_chain
+from deploy.core.verify import compare, sample_feeds
 from quantize.costs import balance, op_costs, parameter_table, stage_cost
 from tflitegraph.graph import GraphError, read_graph
 from quantize.partition import balanced_plan, optimal_cuts

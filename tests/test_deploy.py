@@ -13,12 +13,13 @@ import pytest
 from PIL import Image
 
 import runfolder
-from deploy.chain import ChainError, StageChain, check_feed
-from deploy.classify import whole_model_chain
-from deploy.commands import open_chain, verify_run
-from deploy.edgetpu import cpu_twin, is_compiled_model
-from deploy.runtime import make_interpreter
-from deploy.stages import load_stages
+from deploy.core.chain import ChainError, StageChain, check_feed
+from deploy.core.classify import whole_model_chain
+from deploy.core.open import open_chain
+from deploy.cli.actions import verify_run
+from deploy.core.edgetpu import cpu_twin, is_compiled_model
+from deploy.core.runtime import make_interpreter
+from deploy.core.stages import load_stages
 from quantize.stages import split_into
 from tests.conftest import copy_run, run_cli
 

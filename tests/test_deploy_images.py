@@ -8,8 +8,8 @@ from PIL import Image
 
 import runfolder
 from datasets import InputSpec, load_image
-from deploy.classify import classify, logits, whole_model_chain
-from deploy.commands import open_chain
+from deploy.core.classify import classify, logits, whole_model_chain
+from deploy.core.open import open_chain
 from tests.test_deploy import confident_test_image, deploy
 
 

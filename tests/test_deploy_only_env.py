@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 import runfolder
-from deploy.chain import StageChain
-from deploy.classify import (
+from deploy.core.chain import StageChain
+from deploy.core.classify import (
     WholeModel,
     describe_details,
     evaluate,
     logits,
     whole_model_chain,
 )
-from deploy.runtime import make_interpreter
+from deploy.core.runtime import make_interpreter
 from tests.conftest import REPO, copy_run, run_cli
 
 FORBIDDEN = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "training"}
@@ -61,15 +61,15 @@ def int8_path(run):
 IMPORTS = """
 import importlib, json, sys
 found = {}
-for name in ["tensorflow", "ai_edge_litert", "keras", "deploy", "deploy.commands", "deploy.stages",
-             "deploy.verify", "deploy.summary", "deploy.classify", "deploy.__main__", "deploy.pipeline",
-             "deploy.pipelined_model_runner", "deploy.doctor", "deploy.bench", "deploy.devices"]:
+for name in ["tensorflow", "ai_edge_litert", "keras", "deploy", "deploy.cli.actions", "deploy.core.stages",
+             "deploy.core.verify", "deploy.report.summary", "deploy.core.classify", "deploy.__main__", "deploy.pipeline.runner",
+             "deploy.pipeline.pipelined_model_runner", "deploy.cli.doctor", "deploy.pipeline.bench", "deploy.core.devices"]:
     try:
         importlib.import_module(name)
         found[name] = None
     except ImportError as exc:
         found[name] = str(exc)
-from deploy.runtime import load_runtime
+from deploy.core.runtime import load_runtime
 import numpy
 print(json.dumps({"imports": found, "runtime": load_runtime().name, "numpy": numpy.__version__,
                   "tensorflow_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}))
@@ -81,9 +81,9 @@ def test_deploy_imports_without_tensorflow(pi_python):
     imports = info["imports"]
     assert imports["tensorflow"] and "tensorflow" in imports["tensorflow"], imports
     assert imports["ai_edge_litert"] and "ai_edge_litert" in imports["ai_edge_litert"], imports
-    for module in ("deploy", "deploy.commands", "deploy.stages", "deploy.verify", "deploy.summary",
-                   "deploy.classify", "deploy.__main__", "deploy.pipeline", "deploy.pipelined_model_runner",
-                   "deploy.doctor", "deploy.bench", "deploy.devices"):
+    for module in ("deploy", "deploy.cli.actions", "deploy.core.stages", "deploy.core.verify", "deploy.report.summary",
+                   "deploy.core.classify", "deploy.__main__", "deploy.pipeline.runner", "deploy.pipeline.pipelined_model_runner",
+                   "deploy.cli.doctor", "deploy.pipeline.bench", "deploy.core.devices"):
         assert imports[module] is None, (module, imports[module])
     assert info["runtime"] == "tflite_runtime"
     assert info["tensorflow_loaded"] == []
@@ -94,7 +94,7 @@ def test_deploy_imports_without_tensorflow(pi_python):
 EVAL_INT8 = """
 import json, sys
 import numpy as np
-from deploy.classify import evaluate, whole_model_chain
+from deploy.core.classify import evaluate, whole_model_chain
 with np.load(sys.argv[2]) as data:
     images, labels = data["images"], data["labels"]
 print(json.dumps({"accuracy": evaluate(whole_model_chain(sys.argv[1]), images, labels)["accuracy"]}))
@@ -184,11 +184,11 @@ def test_same_png_gets_the_same_class_in_both_envs(pi_python, tiny_run, tmp_path
 PIPELINED = """
 import json, sys
 import numpy as np
-from deploy.commands import open_chain
-from deploy.pipeline import PipelinedRunner
-from deploy.pipelined_model_runner import PipelinedModelRunner
-from deploy.classify import whole_model_chain
-from deploy.verify import sample_feeds
+from deploy.core.open import open_chain
+from deploy.pipeline.runner import PipelinedRunner
+from deploy.pipeline.pipelined_model_runner import PipelinedModelRunner
+from deploy.core.classify import whole_model_chain
+from deploy.core.verify import sample_feeds
 _, chain = open_chain(sys.argv[1], "cpu", tpus=[])
 whole = whole_model_chain(sys.argv[2])
 feeds = sample_feeds(chain, 12, seed=9)

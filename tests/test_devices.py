@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import runfolder
-from deploy import edgetpu
-from deploy.chain import StageChain
-from deploy.classify import whole_model_chain
-from deploy.devices import Assignment, assign_devices, canonical, tpu_names
-from deploy.edgetpu import EdgeTpu, list_edge_tpus
-from deploy.stages import load_stages, parse_devices
+from deploy.core import edgetpu
+from deploy.core.chain import StageChain
+from deploy.core.classify import whole_model_chain
+from deploy.core.devices import Assignment, assign_devices, canonical, tpu_names
+from deploy.core.edgetpu import EdgeTpu, list_edge_tpus
+from deploy.core.stages import load_stages, parse_devices
 from tests.conftest import copy_run, run_cli
 
 
@@ -170,7 +170,7 @@ def test_requested_devices_reach_the_delegate_by_canonical_name(tiny_run, tmp_pa
 
 def test_threads_and_xnnpack_reach_the_stage_interpreters(coral_data, tmp_path):
     """Built-in kernels and XNNPACK round int8 differently; the chain must use the kernels asked for."""
-    from deploy.verify import sample_feeds
+    from deploy.core.verify import sample_feeds
     from quantize.stages import split_into
     model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
     split_into(str(tmp_path / "m2"), str(model), 2, progress=lambda *_: None)
@@ -190,8 +190,8 @@ def test_threads_and_xnnpack_reach_the_stage_interpreters(coral_data, tmp_path):
 
 
 def _whole(path, xnnpack):
-    from deploy.classify import WholeModel, describe_details
-    from deploy.runtime import make_interpreter
+    from deploy.core.classify import WholeModel, describe_details
+    from deploy.core.runtime import make_interpreter
     interpreter = make_interpreter(path, xnnpack=xnnpack)
     return WholeModel(0, "whole", str(path), describe_details(interpreter.get_input_details()),
                       describe_details(interpreter.get_output_details()), "cpu", "", interpreter)
@@ -218,7 +218,7 @@ def test_verify_devices_without_a_tpu_says_why_and_exits_3(tiny_run, tmp_path, s
 
 def test_verify_devices_reports_exact_match_difference_and_top1(coral_data, tmp_path, monkeypatch, capsys):
     """The comparison itself, with XNNPACK kernels standing in for the TPU (they round differently)."""
-    from deploy import commands
+    from deploy.cli import actions as commands
     from quantize.stages import split_into
     run = tmp_path / "m2"
     split_into(str(run), str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"), 2, progress=lambda *_: None)

@@ -1,9 +1,9 @@
-"""deploy.doctor: verdicts from plain-data environments, and gathering facts from fake file trees."""
+"""deploy.cli.doctor: verdicts from plain-data environments, and gathering facts from fake file trees."""
 import pytest
 
-from deploy import doctor
-from deploy.doctor import BAD, INFO, WARN, Environment, Library, diagnose
-from deploy.edgetpu import EdgeTpu
+from deploy.cli import doctor
+from deploy.cli.doctor import BAD, INFO, WARN, Environment, Library, diagnose
+from deploy.core.edgetpu import EdgeTpu
 from tests.conftest import run_cli
 
 GOOGLE = Library("/usr/lib/x86_64-linux-gnu/libedgetpu.so.1.0", "COMPILER=6.3.0 20170516,DATE=redacted,TIME=redacted",

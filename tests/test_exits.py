@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from deploy.exits import exit_probabilities, exit_taken
+from deploy.core.exits import exit_probabilities, exit_taken
 from tests.conftest import copy_run, run_cli
 
 EXITS = ["after_block1", "after_block2"]
@@ -28,9 +28,9 @@ def _manifest(run):
 
 def _sample_outputs(run, sample=0):
     """Stage 0's manifest entry and its outputs for one test image."""
-    from deploy.chain import run_interpreter
-    from deploy.classify import image_feed
-    from deploy.commands import load_test_set, open_chain
+    from deploy.core.chain import run_interpreter
+    from deploy.core.classify import image_feed
+    from deploy.core.open import load_test_set, open_chain
     manifest, chain = open_chain(str(run))
     images, _ = load_test_set(str(run), manifest)
     outputs = run_interpreter(chain.stages[0].interpreter, image_feed(chain, images[sample]))
@@ -120,8 +120,8 @@ class _Counting:
 
 @pytest.mark.slow
 def test_chain_stops_at_first_exit_and_matches_full_chain_above_one(exit_run):
-    from deploy.classify import image_feed
-    from deploy.commands import load_test_set, open_chain
+    from deploy.core.classify import image_feed
+    from deploy.core.open import load_test_set, open_chain
     manifest, chain = open_chain(str(exit_run))
     images, _ = load_test_set(str(exit_run), manifest)
     for stage in chain.stages:
@@ -142,7 +142,7 @@ def test_chain_stops_at_first_exit_and_matches_full_chain_above_one(exit_run):
 
 @pytest.mark.slow
 def test_eval_with_threshold_and_verify_stay_exact(exit_run, tmp_path):
-    from deploy import commands
+    from deploy.cli import actions as commands
     run = copy_run(exit_run, tmp_path)
     result = commands.evaluate_run(str(run), limit=20, exit_threshold=0.0)
     assert result["exit_share"] == {"after_block1": 1.0, "after_block2": 0.0, "final": 0.0}
@@ -179,9 +179,9 @@ def test_deploy_exits_sweeps_thresholds(exit_run, tmp_path):
 
 @pytest.mark.slow
 def test_pipelined_runner_takes_the_same_exits(exit_run):
-    from deploy.classify import image_feed
-    from deploy.commands import load_test_set, open_chain
-    from deploy.pipeline import PipelinedRunner
+    from deploy.core.classify import image_feed
+    from deploy.core.open import load_test_set, open_chain
+    from deploy.pipeline.runner import PipelinedRunner
     manifest, chain = open_chain(str(exit_run))
     images, _ = load_test_set(str(exit_run), manifest)
     feeds = [image_feed(chain, image) for image in images[:12]]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import runfolder
-from compile.preflight import check_model
+from compile.preflight.check import check_model
 from tests.conftest import run_cli
 
 
@@ -67,7 +67,7 @@ def test_isolating_moves_the_ops_after_the_cpu_op_back_to_the_tpu(abs_model, tmp
     summary = run_cli("deploy", "summary", "--run", out).stdout
     assert "ops (predicted, not compiled): Edge TPU 0, CPU 1; on the CPU: ABS" in summary
     assert summary.count("ops (compiled): Edge TPU") == 2 and "isolated by" not in summary
-    from deploy.commands import open_chain
+    from deploy.core.open import open_chain
     _, chain = open_chain(out)
     assert "isolated by" in chain.stages[1].reason and chain.stages[1].placement == "cpu"
 

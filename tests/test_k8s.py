@@ -109,7 +109,7 @@ def test_chain_order_ports_probes_and_nodes(compiled_run):
 
 def test_tpu_stages_get_the_device_and_cpu_stages_do_not(compiled_run, tmp_path):
     import runfolder
-    from deploy import k8s
+    from deploy.net import k8s
     manifest = runfolder.load(str(compiled_run))
     assert all(e["compiled"] for e in manifest["stages"])
     mixed = copy.deepcopy(manifest)

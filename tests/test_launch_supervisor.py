@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deploy.commands import open_chain
+from deploy.core.open import open_chain
 from deploy.net.client import ChainCallError, ChainClient
 from tests.conftest import REPO
 from tests.net_helpers import random_feeds

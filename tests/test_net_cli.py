@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from deploy.classify import evaluate
-from deploy.commands import load_test_set, open_chain
+from deploy.core.classify import evaluate
+from deploy.core.open import load_test_set, open_chain
 from tests.conftest import REPO, png_bytes, run_cli
 
 

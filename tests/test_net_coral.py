@@ -3,9 +3,9 @@ a tensor made by stage 0, which must travel through stage 1; outputs equal the w
 import numpy as np
 
 import runfolder
-from deploy.commands import open_chain
+from deploy.core.open import open_chain
 from deploy.net.client import ChainClient
-from deploy.verify import sample_feeds
+from deploy.core.verify import sample_feeds
 from quantize.stages import split_into
 from tests.net_helpers import addresses, serve_chain, stop_all
 

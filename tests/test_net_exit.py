@@ -1,11 +1,11 @@
 """Early exit over the network: a stage whose manifest entry has an ``exit`` answers itself when
-``deploy.exits.exit_taken`` says so, and the later stages never see the request."""
+``deploy.core.exits.exit_taken`` says so, and the later stages never see the request."""
 import json
 
 import numpy as np
 
-from deploy.chain import run_interpreter
-from deploy.commands import open_chain
+from deploy.core.chain import run_interpreter
+from deploy.core.open import open_chain
 from deploy.net.client import ChainClient
 from tests.conftest import copy_run
 from tests.net_helpers import addresses, serve_chain, stop_all
@@ -56,8 +56,8 @@ def test_a_confident_exit_answers_from_its_stage_and_the_rest_never_run(tiny_run
 
 def test_deploy_chain_eval_counts_exits_the_servers_took_as_the_in_process_chain_does(tiny_run, tmp_path):
     """`deploy chain --eval` classifies an exit reply by the exit head's logits, as the in-process chain does."""
-    from deploy.classify import evaluate
-    from deploy.commands import load_test_set
+    from deploy.core.classify import evaluate
+    from deploy.core.open import load_test_set
     from tests.conftest import run_cli
     run, _ = _with_exit_at_stage_1(tiny_run, tmp_path)
     manifest, chain = open_chain(run, "cpu")
@@ -75,8 +75,8 @@ def test_deploy_chain_eval_counts_exits_the_servers_took_as_the_in_process_chain
 
 
 def test_the_http_api_over_a_chain_answers_with_the_exit_head_the_servers_took(tiny_run, tmp_path):
-    from deploy.classify import classify
-    from deploy.commands import load_test_set
+    from deploy.core.classify import classify
+    from deploy.core.open import load_test_set
     from deploy.serving.upstream import ChainUpstream
     from tests.conftest import png_bytes
     run, _ = _with_exit_at_stage_1(tiny_run, tmp_path)

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.commands import open_chain
+from deploy.core.open import open_chain
 from deploy.net import channels, codec, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
 from deploy.net.launch import launch_local

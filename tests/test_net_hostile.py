@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.chain import run_interpreter
-from deploy.commands import open_chain
+from deploy.core.chain import run_interpreter
+from deploy.core.open import open_chain
 from deploy.net import channels, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
 from tests.net_helpers import addresses, random_feeds, serve_chain, stop_all

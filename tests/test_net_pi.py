@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 REFERENCE = """
 import sys, numpy as np
-from deploy.commands import open_chain
+from deploy.core.open import open_chain
 _, chain = open_chain(sys.argv[1], "cpu")
 feeds = np.load(sys.argv[2])
 name = chain.outputs[0]["name"]
@@ -36,7 +36,7 @@ def pi_python():
 
 
 def test_the_chain_served_from_the_deploy_only_environment_is_exact(tiny_run, pi_python, tmp_path):
-    from deploy.commands import open_chain
+    from deploy.core.open import open_chain
     spec = open_chain(tiny_run, "cpu")[1].inputs[0]
     feeds = np.random.default_rng(4).integers(0, 256, [20, *spec["shape"]], dtype=np.uint8)
     np.save(tmp_path / "feeds.npy", feeds)

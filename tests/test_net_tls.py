@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from deploy.commands import open_chain
+from deploy.core.open import open_chain
 from deploy.net import channels, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
 from deploy.net.tls import TlsError, TlsFiles

@@ -213,9 +213,9 @@ def test_chain_across_namespaces_equals_in_process_chain(three_hosts, tiny_run, 
     client_module = pytest.importorskip("deploy.net.client", reason="deploy.net (the gRPC stage servers) "
                                         "is not in this tree yet")
     import runfolder
-    from deploy.chain import StageChain
-    from deploy.stages import load_stages
-    from deploy.verify import image_feed
+    from deploy.core.chain import StageChain
+    from deploy.core.stages import load_stages
+    from deploy.core.verify import image_feed
     manifest = runfolder.load(str(tiny_run))
     local = StageChain(load_stages(str(tiny_run), manifest, devices="cpu", tpus=[]))
     with np.load(runfolder.verify_file(str(tiny_run), manifest["dataset"]["test_set"], "test set")) as data:

@@ -1,5 +1,5 @@
-"""The op-version table of compiler 16.0 (``compile.optable``) and the safe version
-rewrite (``compile.opversions``), checked against real compiled twins, real refusals, what
+"""The op-version table of compiler 16.0 (``compile.preflight.optable``) and the safe version
+rewrite (``compile.preflight.opversions``), checked against real compiled twins, real refusals, what
 the TFLite converter writes, and the real interpreter's outputs.
 """
 import glob
@@ -11,11 +11,11 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from compile import optable
-from compile.opcheck import op_version
-from compile.opversions import required_version, rewrite_op_versions
-from compile.placement import compiled_placement
-from compile.preflight import check_model
+from compile.preflight import optable
+from compile.preflight.opcheck import op_version
+from compile.preflight.opversions import required_version, rewrite_op_versions
+from compile.preflight.placement import compiled_placement
+from compile.preflight.check import check_model
 from tflitegraph import schema as fb
 from tflitegraph.graph import GraphError, read_graph
 

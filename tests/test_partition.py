@@ -4,7 +4,7 @@ import json
 import pytest
 
 import runfolder
-from deploy.commands import verify_run
+from deploy.cli.actions import verify_run
 from tflitegraph.graph import GraphError, read_graph
 from quantize.stages import check_full_int8, plan_split, split_into
 from tests.conftest import run_cli

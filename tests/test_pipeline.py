@@ -1,4 +1,4 @@
-"""deploy.pipeline.PipelinedRunner: order, request ids, per-request failures, bounds, shutdown.
+"""deploy.pipeline.runner.PipelinedRunner: order, request ids, per-request failures, bounds, shutdown.
 
 Stages are real: Coral's MobileNets split by quantize and run by the tflite interpreter. Failures
 and stalls are injected by wrapping the real stage call (``run_stage``), never by fake models.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import runfolder
-from deploy.chain import ChainError, run_interpreter
-from deploy.classify import whole_model_chain
-from deploy.commands import open_chain
-from deploy.pipeline import PipelineClosed, PipelinedRunner, RequestFailed
-from deploy.verify import sample_feeds
+from deploy.core.chain import ChainError, run_interpreter
+from deploy.core.classify import whole_model_chain
+from deploy.core.open import open_chain
+from deploy.pipeline.runner import PipelineClosed, PipelinedRunner, RequestFailed
+from deploy.core.verify import sample_feeds
 from quantize.stages import split_into
 
 V1 = "mobilenet_v1_0.25_128_quant.tflite"

@@ -1,4 +1,4 @@
-"""deploy.pipelined_model_runner.PipelinedModelRunner behaves as pycoral 2.0's, on real interpreters.
+"""deploy.pipeline.pipelined_model_runner.PipelinedModelRunner behaves as pycoral 2.0's, on real interpreters.
 
 The cases follow pycoral's own tests/pipelined_model_runner_test.py (bad segment order, wrong input
 type, push/pop equal to the whole model, pushing after the end, producer and consumer threads, queue
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import runfolder
-from deploy.pipelined_model_runner import PipelinedModelRunner
-from deploy.runtime import load_runtime, make_interpreter
+from deploy.pipeline.pipelined_model_runner import PipelinedModelRunner
+from deploy.core.runtime import load_runtime, make_interpreter
 from quantize.stages import split_into
 
 V1 = "mobilenet_v1_0.25_128_quant.tflite"

@@ -1,4 +1,4 @@
-"""Pre-flight check (``compile.preflight``): rules on edited real models, ground truth
+"""Pre-flight check (``compile.preflight.check``): rules on edited real models, ground truth
 against every compiled twin in shared/coral_test_data, the command line, and no TensorFlow.
 """
 import glob
@@ -14,9 +14,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 import runfolder
-from compile import optable
-from compile.placement import compiled_placement
-from compile.preflight import (
+from compile.preflight import optable
+from compile.preflight.placement import compiled_placement
+from compile.preflight.check import (
     CheckError,
     check_model,
     check_run,

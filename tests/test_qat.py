@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import runfolder
-from deploy.commands import verify_run
+from deploy.cli.actions import verify_run
 from tflitegraph import schema as fb
 from tflitegraph.graph import find_tensor, read_graph
 from quantize.ptq import QuantizeError

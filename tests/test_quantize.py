@@ -2,7 +2,7 @@
 import pytest
 
 import runfolder
-from deploy.runtime import make_interpreter
+from deploy.core.runtime import make_interpreter
 from tflitegraph.graph import GraphError, read_graph
 from quantize.run import quantize_run
 from tests.conftest import copy_run, run_cli

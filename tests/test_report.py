@@ -240,7 +240,7 @@ def test_report_without_matplotlib_has_tables_and_a_note(tiny_run, tmp_path, bro
 
 
 def test_report_of_an_empty_manifest_says_what_to_run_for_each_part(tmp_path):
-    from deploy.report import SECTIONS, write_report
+    from deploy.report.page import SECTIONS, write_report
     runfolder.save(tmp_path, {"schema_version": runfolder.SCHEMA_VERSION, "run": "empty"})
     page = write_report(tmp_path).read_text(encoding="utf-8")
     wanted = {"dataset": "python -m training", "training": "python -m training", "accuracy": "python -m quantize",

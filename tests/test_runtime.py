@@ -8,8 +8,8 @@ from tests.conftest import REPO
 
 PROBE = textwrap.dedent("""
     import json
-    from deploy.runtime import load_runtime
-    from deploy import edgetpu
+    from deploy.core.runtime import load_runtime
+    from deploy.core import edgetpu
     runtime = load_runtime()
     cache = edgetpu.DelegateCache(runtime)
     try:
@@ -61,7 +61,7 @@ def test_unrelated_pypi_pycoral_is_ignored(tmp_path):
 
 def test_forced_runtime_that_is_missing_says_what_to_install(tmp_path):
     env = {"PYTHONPATH": str(REPO), "CORAL_STAGES_RUNTIME": "tflite_runtime", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", "from deploy.runtime import load_runtime; load_runtime()"],
+    out = subprocess.run([sys.executable, "-c", "from deploy.core.runtime import load_runtime; load_runtime()"],
                          cwd=REPO, env=env, check=False, capture_output=True, text=True)
     assert out.returncode != 0
     assert "no tflite runtime found" in out.stderr and "pip install ai-edge-litert" in out.stderr

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from deploy.chain import StageChain
-from deploy.classify import describe_details, whole_model_chain
-from deploy.runtime import make_interpreter
-from deploy.verify import compare, sample_feeds
+from deploy.core.chain import StageChain
+from deploy.core.classify import describe_details, whole_model_chain
+from deploy.core.runtime import make_interpreter
+from deploy.core.verify import compare, sample_feeds
 from tflitegraph.graph import GraphError, find_tensor, read_graph
 from quantize.partition import balanced_plan
 from quantize.split import cut_positions_after, split_model
@@ -128,7 +128,7 @@ def test_not_a_model_is_refused(tmp_path):
 
 def test_split_into_writes_a_usable_run_folder(coral_data, tmp_path):
     import runfolder
-    from deploy.commands import verify_run
+    from deploy.cli.actions import verify_run
     out = tmp_path / "split"
     manifest = split_into(out, coral_data / "split_concat.tflite", stages=2, progress=lambda *_: None)
     assert [s["index"] for s in manifest["stages"]] == [0, 1]
@@ -182,7 +182,7 @@ def _two_input_model(tmp_path):
 
 
 def test_late_second_input_and_two_outputs_chain_exactly(tmp_path):
-    from deploy.commands import verify_run
+    from deploy.cli.actions import verify_run
     path = _two_input_model(tmp_path)
     graph = read_graph(str(path))
     assert len(graph.inputs) == 2 and len(graph.outputs) == 2

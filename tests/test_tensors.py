@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deploy.tensors import dequantize, quantize
+from deploy.core.tensors import dequantize, quantize
 
 INT8 = {"name": "t8", "dtype": "int8", "scale": 0.0275, "zero_point": 3}
 UINT8 = {"name": "u8", "dtype": "uint8", "scale": 0.0938, "zero_point": 117}

@@ -4,7 +4,7 @@ import queue
 import threading
 import time
 
-from deploy.chain import run_interpreter
+from deploy.core.chain import run_interpreter
 
 END = object()   # no more replies on this call
 

@@ -8,7 +8,7 @@ byte length) with a ``TensorMismatch`` naming the tensor and what is expected.
 import numpy as np
 
 from deploy.net import stage_pb2
-from deploy.tensors import numpy_dtype
+from deploy.core.tensors import numpy_dtype
 
 
 class TensorMismatch(ValueError):

@@ -4,7 +4,7 @@ Stage K receives every tensor that it or a later stage reads (or that is a chain
 output) and that no stage from K on produces: so a tensor made by stage 0 and
 read by stage 2 travels through stage 1 untouched. The last stage returns the
 chain's outputs (the split's model outputs, else its own outputs), as
-``deploy.commands.open_chain`` does in-process.
+``deploy.core.open.open_chain`` does in-process.
 """
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""A chain of stage servers seen as a chain: what deploy.classify needs, over a ChainClient.
+"""A chain of stage servers seen as a chain: what deploy.core.classify needs, over a ChainClient.
 
 With it, `deploy chain` and the HTTP API classify through the network exactly as the
 in-process StageChain does, including replies from an early-exit head.
@@ -12,7 +12,7 @@ SERVERS_DECIDE = "set by each serve-stage --exit-threshold"
 
 
 class RemoteChain:
-    """What deploy.classify needs from a chain (inputs, outputs, run, run_with_exit) over a ChainClient."""
+    """What deploy.core.classify needs from a chain (inputs, outputs, run, run_with_exit) over a ChainClient."""
 
     def __init__(self, client, manifest):
         from deploy.net import plan

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import runfolder
-from deploy.exits import check_exit_threshold, exit_taken
+from deploy.core.exits import check_exit_threshold, exit_taken
 from deploy.net import channels, codec, plan, stage_pb2, stage_pb2_grpc
 from deploy.net.calls import END as _END
 from deploy.net.calls import Call as _Stream
@@ -27,7 +27,7 @@ from deploy.net.calls import Worker as _Worker
 from deploy.net.calls import ready as _ready
 from deploy.net.links import Link, OneShot, error_reply
 from deploy.net.streams import StreamLimit, Unparseable, stage_handler
-from deploy.stages import load_stages
+from deploy.core.stages import load_stages
 
 SERVICE_NAME = "coralstages.v1.Stage"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

@@ -85,7 +85,7 @@ class LocalUpstream(_RunModel):
         self._lock = threading.Lock()
 
     def load(self):
-        from deploy.commands import input_spec, open_chain
+        from deploy.core.open import input_spec, open_chain
         manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads)
         self.spec = input_spec(manifest, chain)
         self.names = labels_of(manifest)
@@ -93,7 +93,7 @@ class LocalUpstream(_RunModel):
         return self
 
     def classify(self, image_bytes, resize=False, convert=False):
-        from deploy.classify import scores
+        from deploy.core.classify import scores
         start = time.perf_counter()
         pixels = self.check(image_bytes, resize, convert)
         with self._lock:
@@ -115,7 +115,7 @@ class ChainUpstream(_RunModel):
 
     def load(self):
         import runfolder
-        from deploy.commands import input_spec
+        from deploy.core.open import input_spec
         try:
             from deploy.net.client import ChainClient
             from deploy.net.remote_chain import RemoteChain
@@ -138,7 +138,7 @@ class ChainUpstream(_RunModel):
         return f"stage servers not serving: {bad}" if bad else None
 
     def classify(self, image_bytes, resize=False, convert=False):
-        from deploy.classify import scores
+        from deploy.core.classify import scores
         from deploy.net.client import ChainCallError
         from deploy.net.remote_chain import SERVERS_DECIDE
         start = time.perf_counter()
@@ -153,7 +153,7 @@ class ChainUpstream(_RunModel):
 
 
 class _Inputs:
-    """Just enough of a chain for deploy.commands.input_spec (its ``inputs``)."""
+    """Just enough of a chain for deploy.core.open.input_spec (its ``inputs``)."""
 
     def __init__(self, inputs):
         self.inputs = inputs

@@ -53,8 +53,8 @@ def parse_thresholds(text):
 
 def sweep(chain, images, labels, thresholds, progress=None):
     """The ``deploy.exits`` result: the full chain, then one row per threshold."""
-    from deploy.classify import evaluate
-    from deploy.exits import exit_shares
+    from deploy.core.classify import evaluate
+    from deploy.core.exits import exit_shares
 
     evaluate(chain, images[:20], labels[:20])  # warm-up: first invokes allocate and page in
     full = evaluate(chain, images, labels, progress and progress("full chain"))
@@ -133,10 +133,10 @@ def run(args):
     import pathlib
 
     import runfolder
-    from deploy.chain import ChainError
-    from deploy.commands import describe_placement, load_test_set, open_chain
-    from deploy.progress import printer
-    from deploy.runtime import RuntimeMissing
+    from deploy.core.chain import ChainError
+    from deploy.core.open import describe_placement, load_test_set, open_chain
+    from deploy.core.progress import printer
+    from deploy.core.runtime import RuntimeMissing
     try:
         thresholds = parse_thresholds(args.thresholds)
         if args.limit is not None and args.limit < 1:

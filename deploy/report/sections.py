@@ -1,14 +1,14 @@
 """The sections of the run report: data set, training, accuracy, confusion matrices (HTML strings).
 
-Each function takes the gathered data (``deploy.report_data.gather``) and
+Each function takes the gathered data (``deploy.report.data.gather``) and
 returns the section's HTML; a missing part becomes a note naming the command
 that writes it. Stage, latency and early-exit sections live in
-``deploy.report_stages``.
+``deploy.report.stages``.
 """
 from datasets.labels import labels_of
-from deploy import report_plots
-from deploy.report_data import agreement, command
-from deploy.report_html import Raw, esc, image, note, pairs, paragraph, pct, table
+from deploy.report import plots as report_plots
+from deploy.report.data import agreement, command
+from deploy.report.html import Raw, esc, image, note, pairs, paragraph, pct, table
 
 
 def figure(png, alt):

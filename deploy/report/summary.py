@@ -1,6 +1,6 @@
 """The end-of-run summary table, read from the manifest only."""
 import runfolder
-from deploy.tensors import short_name
+from deploy.core.tensors import short_name
 
 
 def _pct(value):

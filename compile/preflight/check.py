@@ -3,7 +3,7 @@
 The API ``python -m quantize`` and the stage partitioner use:
 
   op_support(graph)          -> [(supported, reason)] per op, each op by itself
-                                (``compile.opcheck``).
+                                (``compile.preflight.opcheck``).
   predict_placement(graph)   -> [{"index", "type", "version", "placement", "status",
                                 "reason"}] per op, placement "tpu" or "cpu", after the
                                 fall-through rule below.
@@ -32,8 +32,8 @@ Needs numpy and a tflite schema reader (ai-edge-litert), never TensorFlow.
 import pathlib
 
 import runfolder
-from compile import optable as T
-from compile.opcheck import dynamic_tensors, op_support, op_version
+from compile.preflight import optable as T
+from compile.preflight.opcheck import dynamic_tensors, op_support, op_version
 from tflitegraph.graph import GraphError, read_graph
 
 
@@ -84,7 +84,7 @@ def version_notes(graph):
     versions = [(op, op_version(graph, op.position)) for op in graph.ops]
     return [f"op {op.position} {op.name} has version {version}, which TensorFlow added in 2.6, "
             "about when compiler 16.0 was built: it may refuse the model. If it does, try "
-            "`compile.rewrite_op_versions`"
+            "`compile.preflight.rewrite_op_versions`"
             for op, version in versions if (op.name, version) in T.UNCERTAIN_VERSIONS]
 
 

@@ -10,8 +10,8 @@ import weakref
 
 import numpy as np
 
-from deploy.exits import exit_taken
-from deploy.tensors import numpy_dtype
+from deploy.core.exits import exit_taken
+from deploy.core.tensors import numpy_dtype
 
 
 class ChainError(ValueError):
@@ -63,7 +63,7 @@ def check_feed(feeds, described, where):
 
 
 class StageChain:
-    """Stages run in order on one thread; see deploy.stages.load_stages for loading."""
+    """Stages run in order on one thread; see deploy.core.stages.load_stages for loading."""
 
     def __init__(self, stages, output_names=None, input_names=None, exits=None, normalization=None,
                  output_kind=None):
@@ -77,10 +77,10 @@ class StageChain:
             A later stage may read a model input directly (e.g. a second input
             that joins the graph late).
           exits: {stage index: stage manifest entry} of stages ending at an
-            early-exit head (``deploy.exits.stage_exits``); used by ``run_with_exit``.
+            early-exit head (``deploy.core.exits.stage_exits``); used by ``run_with_exit``.
           normalization: (mean, std) of the model input (``datasets.normalization_of``); None: [0, 1].
           output_kind: "probabilities" or "logits" (``datasets.preprocess.output_kind_of``); None: as the
-            output's quantization says (``deploy.tensors.class_scores``).
+            output's quantization says (``deploy.core.tensors.class_scores``).
         """
         self.exits = dict(exits or {})
         self.normalization, self.output_kind = normalization, output_kind

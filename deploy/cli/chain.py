@@ -63,9 +63,9 @@ def run(args):
 
 
 def _evaluate(args, manifest, chain):
-    from deploy.classify import evaluate
-    from deploy.commands import load_test_set
-    from deploy.progress import printer
+    from deploy.core.classify import evaluate
+    from deploy.core.open import load_test_set
+    from deploy.core.progress import printer
     images, labels = load_test_set(args.run, manifest)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
@@ -82,8 +82,8 @@ def _evaluate(args, manifest, chain):
 def _classify(args, manifest, chain):
     from datasets import load_image
     from datasets.labels import labels_of
-    from deploy.classify import classify
-    from deploy.commands import describe_classes, input_spec
+    from deploy.core.classify import classify
+    from deploy.core.open import describe_classes, input_spec
     spec = input_spec(manifest, chain)
     names = labels_of(manifest)
     for path in args.image:

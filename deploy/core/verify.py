@@ -1,10 +1,10 @@
 """Compare the stage chain with the unsplit model on the same inputs, byte for byte."""
 import numpy as np
 
-from deploy import edgetpu
-from deploy.chain import StageChain
-from deploy.classify import image_feed, whole_model_chain
-from deploy.stages import StageError
+from deploy.core import edgetpu
+from deploy.core.chain import StageChain
+from deploy.core.classify import image_feed, whole_model_chain
+from deploy.core.stages import StageError
 
 
 def reference_path(path, tpus):

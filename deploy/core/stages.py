@@ -8,10 +8,10 @@ stage ran and what to change.
 import dataclasses
 
 import runfolder
-from deploy import edgetpu
-from deploy.devices import assign_devices, parse_devices  # noqa: F401  (parse_devices: public here too)
-from deploy.runtime import load_runtime, make_interpreter
-from deploy.tensors import describe_details
+from deploy.core import edgetpu
+from deploy.core.devices import assign_devices, parse_devices  # noqa: F401  (parse_devices: public here too)
+from deploy.core.runtime import load_runtime, make_interpreter
+from deploy.core.tensors import describe_details
 
 
 class StageError(runfolder.ManifestError):
@@ -37,7 +37,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
       run_dir: the run folder.
       manifest: its manifest (``runfolder.load``).
       devices: None for automatic (compiled stages take the TPUs found in
-        turn), or a comma list as for ``deploy.devices.parse_devices``.
+        turn), or a comma list as for ``deploy.core.devices.parse_devices``.
       num_threads: CPU threads per interpreter (None: the runtime's default).
       tpus: Edge TPUs to use (default: ``edgetpu.list_edge_tpus()``).
       xnnpack: let the runtime apply XNNPACK to CPU stages (see ``make_interpreter``).

@@ -1,7 +1,7 @@
 """Lowers operator-code versions that compiler 16.0 cannot parse, where that is safe.
 
 Newer converters may stamp a higher version on an op than compiler 16.0's
-TF 2.5-era parser knows (``compile.optable.VERSION_LIMITS``); the compiler then
+TF 2.5-era parser knows (``compile.preflight.optable.VERSION_LIMITS``); the compiler then
 refuses the whole model. An op's version only records which kernel features it
 needs. TensorFlow derives it from the op's tensor types and options
 (``GetBuiltinOperatorVersion`` in tensorflow/lite/tools/versioning/op_version.cc,
@@ -35,8 +35,8 @@ Per op, what the versions above the int8/uint8 one stand for (op_version.cc):
 Ops of other types, and any tensor type but int8/uint8 (int32 for bias and shape
 operands), are not rewritten.
 """
-from compile import optable as T
-from compile.opcheck import options
+from compile.preflight import optable as T
+from compile.preflight.opcheck import options
 from tflitegraph import schema as fb
 from tflitegraph.graph import read_graph
 

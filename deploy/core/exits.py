@@ -80,29 +80,6 @@ def exit_points(manifest):
     return [entry["exit"]["boundary"] for entry in stage_exits(manifest).values()]
 
 
-def output_accuracies(chain, images, labels, exits):
-    """Top-1 accuracy of each exit head alone, {boundary: accuracy}, on labelled uint8 images.
-
-    Args:
-      chain: a StageChain whose outputs include each exit's output (e.g. the unsplit int8 model).
-      exits: [{"boundary", "output"}] as in the training manifest.
-    """
-    from deploy.classify import (
-        image_feed,  # classify imports the chain, which imports this module
-    )
-
-    described = {t["name"]: t for t in chain.outputs}
-    missing = [e["output"] for e in exits if e["output"] not in described]
-    if missing:
-        raise ValueError(f"the model has no output {', '.join(missing)}; re-run `python -m quantize`")
-    hits = dict.fromkeys((e["boundary"] for e in exits), 0)
-    for pixels, label in zip(images, labels):
-        outputs = chain.run(image_feed(chain, pixels))
-        for entry in exits:
-            hits[entry["boundary"]] += int(np.argmax(outputs[entry["output"]]) == label)
-    return {boundary: count / max(len(labels), 1) for boundary, count in hits.items()}
-
-
 def exit_shares(chain, exit_stages):
     """{boundary: share of samples that exited there, ..., "final": share that ran every stage}."""
     count = max(len(exit_stages), 1)

@@ -1,14 +1,14 @@
 """Whether the Edge TPU can run each op of a model by itself, and why not.
 
 ``op_support(graph)`` applies Coral's model requirements and per-op limits
-(``compile.optable``) to each op on its own; where it sits in the graph is
-``compile.preflight``'s job. Reasons start with the status the real compiler
+(``compile.preflight.optable``) to each op on its own; where it sits in the graph is
+``compile.preflight.check``'s job. Reasons start with the status the real compiler
 prints for such an op, then say what in this model causes it.
 Needs numpy and a tflite schema reader (``tflitegraph.graph``), not TensorFlow.
 """
 import numpy as np
 
-from compile import optable as T
+from compile.preflight import optable as T
 
 _EDGE_TYPES = ("int8", "uint8")
 _LITTLE_ENDIAN = {"float32": "<f4", "int32": "<i4", "int64": "<i8", "int16": "<i2",

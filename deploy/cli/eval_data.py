@@ -11,8 +11,8 @@ import numpy as np
 import datasets
 import runfolder
 from datasets.labels import labels_of
-from deploy.classify import evaluate
-from deploy.progress import printer
+from deploy.core.classify import evaluate
+from deploy.core.progress import printer
 
 OTHER = "other"
 
@@ -57,8 +57,8 @@ def confusion_over_present(labels, predictions, present):
 
 def evaluate_on_data(run_dir, manifest, chain, name, options, limit=None, exit_threshold=None):
     """Runs the chain on the labelled data set; records and returns ``deploy.eval_data``."""
-    from deploy.commands import input_spec
-    from deploy.exits import check_exit_threshold
+    from deploy.core.open import input_spec
+    from deploy.core.exits import check_exit_threshold
     check_exit_threshold(manifest, exit_threshold)
     images, labels, class_names, how, present = load_labelled(manifest, input_spec(manifest, chain), name, options)
     count = min(len(labels), limit or len(labels))

@@ -1,66 +1,25 @@
-"""What ``python -m deploy`` does on a run folder: classify images, evaluate, verify."""
-import dataclasses
+"""What ``python -m deploy`` does on a run folder: classify images, evaluate, verify, bench."""
 import json
 import pathlib
 import sys
 
-import numpy as np
 from PIL import Image
 
 import runfolder
-from datasets import ImageError, InputSpec, load_image
+from datasets import ImageError, load_image
 from datasets.labels import labels_of, name_of
-from datasets.preprocess import normalization_of, output_kind_of
-from deploy import bench
-from deploy.chain import StageChain
-from deploy.classify import classify, evaluate
-from deploy.exits import check_exit_threshold, exit_shares, stage_exits
-from deploy.progress import printer
-from deploy.runtime import load_runtime
-from deploy.stages import StageError, load_stages
-from deploy.verify import compare, reference_chain, sample_feeds
+from deploy.pipeline import bench
+from deploy.core.classify import classify, evaluate
+from deploy.core.exits import check_exit_threshold, exit_shares
+from deploy.core.progress import printer
+from deploy.core.runtime import load_runtime
+from deploy.core.stages import StageError
+from deploy.core.open import describe_classes, describe_placement, input_spec, load_test_set, open_chain
+from deploy.core.verify import compare, reference_chain, sample_feeds
 
 
 class CannotRun(RuntimeError):
     """The command cannot run here (e.g. no Edge TPU to compare with); the message says why."""
-
-
-def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):
-    """(manifest, StageChain) for a run folder, every file checked against its sha256."""
-    manifest = runfolder.load(run_dir)
-    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack)
-    split = manifest.get("split") or {}
-    outputs = [t["name"] for t in split.get("model_outputs", [])]
-    inputs = [t["name"] for t in split.get("model_inputs", [])]
-    available = {t["name"] for s in stages for t in s.outputs}
-    chain = StageChain(stages, outputs if outputs and set(outputs) <= available else None, inputs or None,
-                       stage_exits(manifest), normalization_of(manifest), output_kind_of(manifest))
-    return manifest, chain
-
-
-def describe_classes(classes, names):
-    """ "Egyptian cat (0.789), tabby, tabby cat (0.109)": each class by its label (or index) and score."""
-    return ", ".join(f"{name_of(names, c.id)} ({c.score:.3f})" for c in classes)
-
-
-def describe_placement(chain):
-    """One line per stage: where it runs and why."""
-    return [f"stage {s.index}: {s.placement} ({s.reason})" for s in chain.stages]
-
-
-def input_spec(manifest, chain):
-    """The image the chain takes: size and channels from the data set, else from its input tensor;
-    resize method and colour order from the input contract (``input``), else the data set's."""
-    spec = (manifest.get("dataset") or {}).get("input_spec")
-    if spec:
-        spec = InputSpec.from_dict(spec)
-    else:
-        shape = chain.inputs[0]["shape"]
-        if len(shape) != 4 or shape[3] not in (1, 3):
-            raise StageError(f"the model input has shape {shape}; images need [1, H, W, 1 or 3]")
-        spec = InputSpec(height=shape[1], width=shape[2], channels=shape[3])
-    contract = manifest.get("input") or {}
-    return dataclasses.replace(spec, **{k: contract[k] for k in ("resize_method", "color_order") if k in contract})
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -131,14 +90,6 @@ def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices
     return results
 
 
-def load_test_set(run_dir, manifest):
-    """(images, labels) of the held-out test split saved by training."""
-    section = runfolder.require(manifest, "dataset", run_dir, "deploy --eval")
-    path = runfolder.verify_file(run_dir, section["test_set"], "test set")
-    with np.load(path) as data:
-        return data["images"], data["labels"]
-
-
 def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True, exit_threshold=None):
     """Accuracy and latency of the stage chain on the held-out test split; recorded in the manifest."""
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
@@ -200,7 +151,6 @@ def _fits(chain, images):
     return len(chain.inputs) == 1 and list(images.shape[1:]) == list(shape[1:])
 
 
-
 def _test_images(run_dir, manifest, chain):
     """The held-out test images when the run has them and they fit the chain, else None."""
     if not manifest.get("dataset"):
@@ -213,7 +163,7 @@ def verify_devices_run(run_dir, devices, samples=64, tpus=None, num_threads=None
     """Compiled stages on their Edge TPUs against the same stages' int8 files on the CPU, same inputs.
 
     Returns:
-      The comparison dict of ``deploy.verify.compare`` plus ``exact_match_rate``,
+      The comparison dict of ``deploy.core.verify.compare`` plus ``exact_match_rate``,
       ``devices`` and per-stage ``placements``; recorded as ``deploy.verify_devices``.
     Raises:
       CannotRun: no stage runs on an Edge TPU; the message gives each stage's reason.
@@ -244,7 +194,7 @@ def bench_run(run_dir, samples=200, warmup=20, devices=None, num_threads=None, x
               make_plot=True):
     """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined.
 
-    Returns the result recorded as ``deploy.bench`` (see ``deploy.bench``).
+    Returns the result recorded as ``deploy.bench`` in the manifest (see ``deploy.pipeline.bench``).
     """
     manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
     for line in describe_placement(chain):

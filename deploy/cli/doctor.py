@@ -21,7 +21,7 @@ import platform
 import re
 import sys
 
-from deploy import edgetpu
+from deploy.core import edgetpu
 
 OK, INFO, WARN, BAD = "ok", "info", "warning", "bad"
 
@@ -115,11 +115,11 @@ def diagnose(env):
                           "at Python 3.9, so this is a community build; it must match your libedgetpu and "
                           "tflite runtime",
                     "if it crashes, uninstall it: deploy/ runs without pycoral and "
-                    "deploy.pipelined_model_runner.PipelinedModelRunner replaces pycoral's pipeline"))
+                    "deploy.pipeline.pipelined_model_runner.PipelinedModelRunner replaces pycoral's pipeline"))
     elif env.pycoral is None and py and py > (3, 9):
         add(Verdict(INFO, f"no pycoral (Google's wheels stop at Python 3.9; this is {env.python}); "
                           "deploy/ does not need it",
-                    "for pycoral's pipeline API use deploy.pipelined_model_runner.PipelinedModelRunner"))
+                    "for pycoral's pipeline API use deploy.pipeline.pipelined_model_runner.PipelinedModelRunner"))
     if not env.libraries:
         level = BAD if env.tpus else INFO
         add(Verdict(level, "libedgetpu (the Edge TPU runtime, libedgetpu.so.1) was not found"
@@ -245,7 +245,7 @@ def dpkg_packages(dpkg_dir="/var/lib/dpkg"):
 
 def gather(sysfs_root="/sys", dev_root="/dev", environ=None, ld_conf="/etc/ld.so.conf", dpkg_dir="/var/lib/dpkg"):
     """The Environment of this machine (imports the runtime; never loads the delegate)."""
-    from deploy.runtime import RuntimeMissing, _real_pycoral, _version, load_runtime
+    from deploy.core.runtime import RuntimeMissing, _real_pycoral, _version, load_runtime
     env = Environment(python=platform.python_version(), machine=platform.machine())
     try:
         import numpy

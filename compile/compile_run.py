@@ -23,7 +23,7 @@ from compile.compiler import (
 )
 from compile.multi import compile_segments, compile_together
 from compile.outcome import failure, invoke, message, record, rel, summary_line
-from compile.report import parse_compiler_output
+from compile.compiler_log import parse_compiler_output
 from runfolder.manifest import MANIFEST_NAME
 
 STEP = "python -m compile"

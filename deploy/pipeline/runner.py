@@ -3,7 +3,7 @@
 A chain run one stage after another keeps every device but one idle. Here stage
 k works on request n while stage k+1 works on request n-1, as in Coral's
 PipelinedModelRunner. Tensors go from stage to stage by name, exactly as in
-``deploy.chain.StageChain`` (whose wiring check is reused), and a tensor made
+``deploy.core.chain.StageChain`` (whose wiring check is reused), and a tensor made
 two stages earlier travels along until the last stage that reads it.
 
     runner = PipelinedRunner(chain, queue_size=2)
@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from deploy.chain import StageChain, check_feed, run_interpreter
-from deploy.exits import exit_taken
-from deploy.waitqueue import CLOSED, PipelineClosed, WaitQueue
+from deploy.core.chain import StageChain, check_feed, run_interpreter
+from deploy.core.exits import exit_taken
+from deploy.pipeline.waitqueue import CLOSED, PipelineClosed, WaitQueue
 
 __all__ = ["PipelineClosed", "PipelinedRunner", "RequestFailed", "Result"]
 

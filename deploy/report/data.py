@@ -73,7 +73,7 @@ def _recorded_predictions(run_dir, manifest, notes):
 
 def load_test_split(run_dir, manifest):
     """((images, labels) of the held-out test split, None) or (None, why not)."""
-    from deploy.commands import load_test_set
+    from deploy.core.open import load_test_set
     try:
         return load_test_set(run_dir, manifest), None
     except (runfolder.ManifestError, OSError, KeyError, ValueError) as exc:
@@ -82,11 +82,11 @@ def load_test_split(run_dir, manifest):
 
 def _evaluated_predictions(run_dir, manifest, test_split, limit, notes):
     """{"labels", "int8", "chain"} measured now on the held-out test split with the CPU interpreter."""
-    from deploy.chain import ChainError
-    from deploy.classify import evaluate, whole_model_chain
-    from deploy.commands import open_chain
-    from deploy.runtime import RuntimeMissing, load_runtime
-    from deploy.stages import StageError
+    from deploy.core.chain import ChainError
+    from deploy.core.classify import evaluate, whole_model_chain
+    from deploy.core.open import open_chain
+    from deploy.core.runtime import RuntimeMissing, load_runtime
+    from deploy.core.stages import StageError
     test_split, why = test_split
     if test_split is None:
         notes.append(f"int8 and chain predictions not computed: {why}")

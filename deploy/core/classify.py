@@ -4,7 +4,7 @@ The same path serves single images, the held-out test set and the unsplit
 reference model: pixels -> ``datasets.to_model_input`` (the one preprocessing
 function training used) -> quantize with the input tensor's own parameters ->
 chain -> dequantize with the output tensor's parameters -> class scores (the values themselves when
-the model ends in a softmax, else their softmax: ``deploy.tensors.class_scores``).
+the model ends in a softmax, else their softmax: ``deploy.core.tensors.class_scores``).
 """
 import collections
 import time
@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from datasets.preprocess import PIXELS_0_1, to_model_input
-from deploy.chain import StageChain
-from deploy.runtime import make_interpreter
-from deploy.tensors import class_scores, dequantize, describe_details, quantize
+from deploy.core.chain import StageChain
+from deploy.core.runtime import make_interpreter
+from deploy.core.tensors import class_scores, dequantize, describe_details, quantize
 
 Class = collections.namedtuple("Class", "id score")
 WholeModel = collections.namedtuple("WholeModel", "index name path inputs outputs placement reason interpreter")
@@ -120,3 +120,22 @@ def evaluate(chain, images, labels, progress=None, exit_threshold=None):
     if exit_threshold is not None:  # per sample: the stage whose exit was taken, None for the full chain
         result.update(exit_threshold=exit_threshold, exit_stages=exit_stages)
     return result
+
+
+def output_accuracies(chain, images, labels, exits):
+    """Top-1 accuracy of each exit head alone, {boundary: accuracy}, on labelled uint8 images.
+
+    Args:
+      chain: a StageChain whose outputs include each exit's output (e.g. the unsplit int8 model).
+      exits: [{"boundary", "output"}] as in the training manifest.
+    """
+    described = {t["name"]: t for t in chain.outputs}
+    missing = [e["output"] for e in exits if e["output"] not in described]
+    if missing:
+        raise ValueError(f"the model has no output {', '.join(missing)}; re-run `python -m quantize`")
+    hits = dict.fromkeys((e["boundary"] for e in exits), 0)
+    for pixels, label in zip(images, labels):
+        outputs = chain.run(image_feed(chain, pixels))
+        for entry in exits:
+            hits[entry["boundary"]] += int(np.argmax(outputs[entry["output"]]) == label)
+    return {boundary: count / max(len(labels), 1) for boundary, count in hits.items()}

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 import runfolder
-from deploy.pipeline import PipelinedRunner
-from deploy.runtime import load_runtime
+from deploy.pipeline.runner import PipelinedRunner
+from deploy.core.runtime import load_runtime
 
 PLOT_NAME = "bench.png"
 
@@ -83,7 +83,7 @@ def bench_chain(chain, feeds, warmup=10, queue_size=2, progress=None):
 
     Args:
       progress: optional callable(label) -> callable(done, total), e.g.
-        ``deploy.progress.printer``.
+        ``deploy.core.progress.printer``.
     Returns:
       dict: ``sequential``, ``pipelined`` (see ``bench_sequential``) and
       ``speedup`` (pipelined throughput / sequential throughput).

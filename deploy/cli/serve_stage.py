@@ -59,7 +59,7 @@ def run(args):
               "pip install 'coral-stages[serve]'", file=sys.stderr)
         return 3
     import runfolder
-    from deploy.runtime import RuntimeMissing
+    from deploy.core.runtime import RuntimeMissing
     try:
         stage_server = server.serve(
             args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,

@@ -1,10 +1,10 @@
 """The pre-flight report as a table for people (``python -m compile check``)."""
-from compile.preflight import warnings
-from compile.report import format_size
+from compile.preflight.check import warnings
+from compile.compiler_log import format_size
 
 
 def format_report(report):
-    """Lines of text for one model's report from ``compile.preflight.check_model``."""
+    """Lines of text for one model's report from ``compile.preflight.check.check_model``."""
     summary, memory = report["summary"], report["memory"]
     label = report.get("name") or report["model"]
     where = "" if label == report["model"] else f" ({report['model']})"

@@ -13,9 +13,10 @@ import pathlib
 import sys
 
 import runfolder
-from deploy import report_sections, report_stages
-from deploy.report_data import gather
-from deploy.report_html import page
+from deploy.report import sections as report_sections
+from deploy.report import stages as report_stages
+from deploy.report.data import gather
+from deploy.report.html import page
 from runfolder import cli
 
 SECTIONS = [
@@ -46,7 +47,7 @@ def parser():
 
 
 def render(data):
-    """The page's HTML from gathered data (see ``deploy.report_data.gather``)."""
+    """The page's HTML from gathered data (see ``deploy.report.data.gather``)."""
     manifest = data["manifest"]
     sections = [(sid, title, build(data)) for sid, title, build in SECTIONS]
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,9 +1,9 @@
 """The sections of the run report about the stages: sizes, placement, compile results, latency, early exit."""
-from deploy import report_plots
-from deploy.report_data import command
-from deploy.report_html import Raw, esc, note, number, pairs, paragraph, pct, table
-from deploy.report_sections import figure
-from deploy.summary import op_placement
+from deploy.report import plots as report_plots
+from deploy.report.data import command
+from deploy.report.html import Raw, esc, note, number, pairs, paragraph, pct, table
+from deploy.report.sections import figure
+from deploy.report.summary import op_placement
 
 
 def _short(name, width=40):

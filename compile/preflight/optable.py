@@ -1,6 +1,6 @@
 """What Edge TPU compiler 16.0 accepts: supported ops, their limits, op versions.
 
-Plain data with a source for every entry, read by ``compile.preflight``.
+Plain data with a source for every entry, read by ``compile.preflight.check``.
 
 Sources (cited by key in the tables below):
   coral-ops   Coral, "TensorFlow models on the Edge TPU", Table 1 "supported

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from deploy import k8s
+from deploy.net import k8s
 from runfolder import cli
 
 
