@@ -7,9 +7,9 @@ import argparse
 import json
 import sys
 
-import runfolder
-from compile import DEFAULT_TIMEOUT, CompilerError, compile_run
+from compile import DEFAULT_TIMEOUT, compile_run
 from runfolder import cli
+from runfolder.errors import CannotRunHere
 
 
 def _positive(kind):
@@ -82,23 +82,17 @@ def check_main(argv):
     import pathlib
     args = parse_check_args(argv)
     try:
+        from compile.preflight.check import check_model, check_run
         from compile.preflight.checktext import format_report
-        from compile.preflight.check import CheckError, check_model, check_run
     except ImportError as exc:
-        print(f"error: the check reads .tflite files with ai-edge-litert's schema: {exc}",
-              file=sys.stderr)
-        return 1
+        raise CannotRunHere(f"the check reads .tflite files with ai-edge-litert's schema: {exc}") from exc
     target = pathlib.Path(args.target)
-    try:
-        if target.is_dir():
-            document = check_run(target, args.min_runtime_version)
-            reports = document["models"]
-        else:
-            document = check_model(target, min_runtime_version=args.min_runtime_version)
-            reports = [document]
-    except (CheckError, runfolder.ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if target.is_dir():
+        document = check_run(target, args.min_runtime_version)
+        reports = document["models"]
+    else:
+        document = check_model(target, min_runtime_version=args.min_runtime_version)
+        reports = [document]
     if args.json:
         print(json.dumps(document, indent=1))
     else:
@@ -106,21 +100,18 @@ def check_main(argv):
     return 0
 
 
+@cli.entry_point
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
     args = parse_args(argv)
-    try:
-        compile_run(args.run, compiler=args.compiler, timeout=args.timeout,
-                    min_runtime_version=args.min_runtime_version,
-                    search_delegate=args.search_delegate,
-                    delegate_search_step=args.delegate_search_step,
-                    co_compile=args.co_compile, num_segments=args.num_segments,
-                    enable_multiple_subgraphs=args.enable_multiple_subgraphs)
-    except (runfolder.ManifestError, CompilerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    compile_run(args.run, compiler=args.compiler, timeout=args.timeout,
+                min_runtime_version=args.min_runtime_version,
+                search_delegate=args.search_delegate,
+                delegate_search_step=args.delegate_search_step,
+                co_compile=args.co_compile, num_segments=args.num_segments,
+                enable_multiple_subgraphs=args.enable_multiple_subgraphs)
     return 0
 
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from compile.compiler_log import parse_compiler_output
+from runfolder.errors import UserError
 
 COMPILER_NAME = "edgetpu_compiler"
 WHERE_FROM = ("it comes from Coral's apt repository, package edgetpu-compiler, "
@@ -19,7 +20,7 @@ WHERE_FROM = ("it comes from Coral's apt repository, package edgetpu-compiler, "
 DEFAULT_TIMEOUT = 180.0   # seconds; the compiler's own default for --timeout_sec
 
 
-class CompilerError(Exception):
+class CompilerError(UserError):
     """The compiler could not be used, or it failed on a model."""
 
 

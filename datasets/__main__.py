@@ -15,7 +15,6 @@ import sys
 import numpy as np
 from PIL import Image
 
-from datasets.preprocess import ImageError
 from datasets.registry import DatasetError, available_datasets, describe, load_dataset
 from datasets.splits import SPLITS, make_splits
 from runfolder import cli
@@ -82,6 +81,7 @@ def _build_parser():
     return parser
 
 
+@cli.entry_point
 def main(argv=None):
     args = _build_parser().parse_args(argv)
     if args.command == "list":
@@ -90,14 +90,9 @@ def main(argv=None):
             print(f"{name:<{width}}  {describe(name)}")
         return 0
     if args.count < 1:
-        print(f"error: --count {args.count} is invalid: expected 1 or more", file=sys.stderr)
-        return 2
-    try:
-        dataset = load_dataset(args.name, **parse_options(args.option))
-        paths = export(dataset, args.out, args.count, split=args.split, seed=args.seed)
-    except (DatasetError, ImageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise DatasetError(f"--count {args.count} is invalid: expected 1 or more")
+    dataset = load_dataset(args.name, **parse_options(args.option))
+    paths = export(dataset, args.out, args.count, split=args.split, seed=args.seed)
     print(f"wrote {len(paths)} {dataset.name} images from the {args.split} split to {args.out}")
     return 0
 

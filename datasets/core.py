@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from datasets.image_cache import DiskImages
+from runfolder.errors import UserError
 
 _MODES = {1: "L", 3: "RGB"}
 # Pillow's resampling filters by name; "lanczos" is what Coral's classify_image.py uses (Image.ANTIALIAS).
@@ -18,7 +19,7 @@ COLOR_ORDERS = ("RGB", "BGR")
 CONTRACT_DEFAULTS = {"resize_method": "bilinear", "color_order": "RGB"}
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A data set name, option or file is wrong; the message says how to fix it."""
 
 

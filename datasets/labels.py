@@ -6,11 +6,12 @@ as Coral's ``*_labels.txt``), where missing indices are named by their number.
 """
 import os
 import re
+from runfolder.errors import UserError
 
 _NUMBERED = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError, ValueError):
     """A label file cannot be read; the message says what is wrong."""
 
 

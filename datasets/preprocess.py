@@ -15,9 +15,10 @@ from PIL import Image, ImageOps
 
 from datasets.core import InputSpec
 from datasets.decode_limits import ALLOWED_FORMATS, MAX_IMAGE_PIXELS, decode_cost
+from runfolder.errors import OptionError, UserError
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """An image cannot be read, or does not match the model input; the message says why."""
 
 
@@ -41,7 +42,7 @@ def parse_input_range(text):
     """(mean, std) for ``--input-range`` -1,1 | 0,1 | 0,255 (the values the model was trained on)."""
     key = str(text).replace(" ", "").replace("[", "").replace("]", "").replace(")", "")
     if key not in INPUT_RANGES:
-        raise ValueError(f"--input-range {text!r}: choose one of {' | '.join(INPUT_RANGES)} (the values the model "
+        raise OptionError(f"--input-range {text!r}: choose one of {' | '.join(INPUT_RANGES)} (the values the model "
                          "was trained on), or give --mean and --std")
     return INPUT_RANGES[key]
 
@@ -50,14 +51,14 @@ def normalization_from_options(input_range=None, mean=None, std=None):
     """((mean, std), where it was said) from ``--input-range`` or ``--mean/--std``, or None when neither
     was given; ValueError naming the option when they do not hold together."""
     if (mean is None) != (std is None) or (input_range and mean is not None):
-        raise ValueError("--mean and --std go together: give --input-range, or --mean with --std "
+        raise OptionError("--mean and --std go together: give --input-range, or --mean with --std "
                          "(model input = (pixels - mean) / std)")
     if input_range:
         return parse_input_range(input_range), f"--input-range {input_range}"
     if mean is None:
         return None
     if not std > 0:
-        raise ValueError(f"--std must be above 0, got {std:g}")
+        raise OptionError(f"--std must be above 0, got {std:g}")
     return (float(mean), float(std)), f"--mean {mean:g} --std {std:g}"
 
 

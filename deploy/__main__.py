@@ -25,8 +25,8 @@ import sys
 
 from datasets.core import parse_option
 from runfolder import cli
+from runfolder.errors import OptionError
 
-CANNOT_RUN = 3
 
 # Commands that live in their own modules: name -> module with ``parser()`` (an ArgumentParser)
 # and ``run(args)`` (returns the exit status). Imported only when asked for, so a Pi without
@@ -145,59 +145,48 @@ def _module_command(argv):
     return module.run(module.parser().parse_args(argv[1:]))
 
 
+@cli.entry_point
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MODULE_COMMANDS:
         return _module_command(argv)
     command, args = _parse(argv)
     if command == "run" and (args.dataset or args.data_option) and not args.eval:
-        print("error: --dataset and -o go with --eval (measure the run on that data set)", file=sys.stderr)
-        return 2
+        raise OptionError("--dataset and -o go with --eval (measure the run on that data set)")
     if command == "doctor":
         return _doctor()
-    import runfolder
-    from datasets import ImageError
-    from datasets.core import DatasetError
     from deploy.cli import actions as commands
+    from deploy.core.open import open_chain
     from deploy.report import summary
-    from deploy.core.chain import ChainError
-    from deploy.core.runtime import RuntimeMissing
-    try:
-        if command == "summary":
-            summary.print_summary(args.run)
-        elif command == "verify" and _names_a_tpu(args.devices):
-            commands.verify_devices_run(args.run, args.devices, args.samples, num_threads=args.threads,
-                                        xnnpack=args.xnnpack)
-        elif command == "verify":
-            result = commands.verify_run(args.run, args.reference, args.samples, args.devices, args.threads,
-                                         args.xnnpack)
-            return 0 if result["bit_exact"] else 1
-        elif command == "bench":
-            commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
-                               args.queue_size, args.plot)
-        elif args.eval and args.dataset:
-            from deploy.cli.eval_data import evaluate_on_data
-            manifest, chain = commands.open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
-            evaluate_on_data(args.run, manifest, chain, args.dataset, dict(args.data_option), args.limit,
-                             args.exit_threshold)
-        elif args.eval:
-            commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack,
-                                  args.exit_threshold)
-        else:
-            results = commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert,
-                                               args.devices, args.threads, args.xnnpack, args.exit_threshold,
-                                               as_json=args.json)
-            failed = sum(classes is None for _, classes in results)
-            if failed:
-                print(f"{failed} of {len(results)} image(s) could not be classified (see the error lines)",
-                      file=sys.stderr)
-                return 2
-    except commands.CannotRun as exc:
-        print(f"cannot run: {exc}", file=sys.stderr)
-        return CANNOT_RUN
-    except (runfolder.ManifestError, ImageError, ChainError, RuntimeMissing, ValueError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if command == "summary":
+        summary.print_summary(args.run)
+    elif command == "verify" and _names_a_tpu(args.devices):
+        commands.verify_devices_run(args.run, args.devices, args.samples, num_threads=args.threads,
+                                    xnnpack=args.xnnpack)
+    elif command == "verify":
+        result = commands.verify_run(args.run, args.reference, args.samples, args.devices, args.threads,
+                                     args.xnnpack)
+        return 0 if result["bit_exact"] else 1
+    elif command == "bench":
+        commands.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
+                           args.queue_size, args.plot)
+    elif args.eval and args.dataset:
+        from deploy.cli.eval_data import evaluate_on_data
+        manifest, chain = open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
+        evaluate_on_data(args.run, manifest, chain, args.dataset, dict(args.data_option), args.limit,
+                         args.exit_threshold)
+    elif args.eval:
+        commands.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack,
+                              args.exit_threshold)
+    else:
+        results = commands.classify_images(args.run, args.image, args.top_k, args.resize, args.convert,
+                                           args.devices, args.threads, args.xnnpack, args.exit_threshold,
+                                           as_json=args.json)
+        failed = sum(classes is None for _, classes in results)
+        if failed:
+            print(f"{failed} of {len(results)} image(s) could not be classified (see the error lines)",
+                  file=sys.stderr)
+            return 2
     return 0
 
 

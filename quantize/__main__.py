@@ -80,11 +80,7 @@ def _int8_model(path):
 def _contract(args):
     """The input contract and labels given on the command line, as manifest sections."""
     from datasets.contract_options import contract_from_options
-    from quantize.contract import ContractError
-    try:
-        section, labels = contract_from_options(args)
-    except ValueError as exc:
-        raise ContractError(str(exc)) from exc
+    section, labels = contract_from_options(args)
     return {"input": section, "labels": labels}
 
 
@@ -114,30 +110,25 @@ def _model_command(command, argv):
         _add_write_options(parser)
     _add_cut_options(parser)
     args = parser.parse_args(argv)
-    import runfolder
-    from quantize.contract import ContractError, describe_contract
-    from tflitegraph.graph import GraphError, read_graph
+    from quantize.contract import describe_contract
     from quantize.plan_table import format_plan
     from quantize.stages import plan_split, split_into
-    try:
-        if command == "split":
-            default = None if args.isolate_unsupported else DEFAULT_STAGES
-            manifest = split_into(args.out, args.model, args.stages or default, args.cut_after,
-                                  overwrite=args.overwrite, contract=_contract(args), **_plan_options(args))
-            print(f"wrote stages and manifest to {args.out}")
-            print(describe_contract(manifest))
-        else:
-            plan = plan_split(read_graph(_int8_model(args.model)),
-                              args.stages or (None if args.isolate_unsupported else DEFAULT_STAGES), args.cut_after,
-                              progress=lambda line: print(line, file=sys.stderr),
-                              **_plan_options(args, profile=not args.no_profile))
-            print("\n".join(format_plan(plan)))
-    except (GraphError, runfolder.ManifestError, ContractError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from tflitegraph.graph import read_graph
+    stages = args.stages or (None if args.isolate_unsupported else DEFAULT_STAGES)
+    if command == "split":
+        manifest = split_into(args.out, args.model, stages, args.cut_after,
+                              overwrite=args.overwrite, contract=_contract(args), **_plan_options(args))
+        print(f"wrote stages and manifest to {args.out}")
+        print(describe_contract(manifest))
+    else:
+        plan = plan_split(read_graph(_int8_model(args.model)), stages, args.cut_after,
+                          progress=lambda line: print(line, file=sys.stderr),
+                          **_plan_options(args, profile=not args.no_profile))
+        print("\n".join(format_plan(plan)))
     return 0
 
 
+@cli.entry_point
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("split", "plan"):
@@ -161,19 +152,11 @@ def main(argv=None):
     parser.add_argument("--qat-epochs", type=int, default=3, metavar="N",
                         help="epochs of quantization-aware training (default 3)")
     args = parser.parse_args(argv)
-    import datasets
-    import runfolder
-    from tflitegraph.graph import GraphError
-    from quantize.ptq import QuantizeError
     from quantize.run import quantize_run
-    try:
-        default = None if args.cut_after or args.isolate_unsupported else DEFAULT_STAGES
-        quantize_run(args.run, args.stages or default, args.cut_after,
-                     args.io_type, args.samples, args.threshold, qat=args.qat, auto_qat=args.auto_qat,
-                     qat_epochs=args.qat_epochs, **_plan_options(args))
-    except (GraphError, QuantizeError, runfolder.ManifestError, datasets.DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    default = None if args.cut_after or args.isolate_unsupported else DEFAULT_STAGES
+    quantize_run(args.run, args.stages or default, args.cut_after,
+                 args.io_type, args.samples, args.threshold, qat=args.qat, auto_qat=args.auto_qat,
+                 qat_epochs=args.qat_epochs, **_plan_options(args))
     return 0
 
 

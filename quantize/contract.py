@@ -8,9 +8,10 @@ MobileNets) is the raw pixels for a model trained on [-1, 1). Unless told otherw
 ``--mean/--std``) that is taken as the contract, and deploy feeds the pixels with no arithmetic.
 """
 from datasets.preprocess import raw_pixel_normalization
+from runfolder.errors import UserError
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """The contract given on the command line does not hold together; the message says what to change."""
 
 

@@ -8,11 +8,12 @@ import numpy as np
 
 from runfolder.native_logs import quiet_native_stderr
 from training.keras_setup import tf
+from runfolder.errors import UserError
 
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8}
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError, ValueError):
     """Conversion or its inputs are not as full-int8 quantization needs."""
 
 

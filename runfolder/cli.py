@@ -4,7 +4,11 @@ All steps build their parsers with ``ArgumentParser`` from here, so ``--help`` r
 everywhere (tested in tests/test_help.py).
 """
 import argparse
+import functools
 import re
+import sys
+
+from runfolder.errors import UserError
 
 _NO_DEFAULT = (None, False, [], (), argparse.SUPPRESS)
 
@@ -32,3 +36,16 @@ class ArgumentParser(argparse.ArgumentParser):
             kwargs["formatter_class"] = HelpFormatter
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _NEGATIVE_VALUES
+
+
+def entry_point(main):
+    """Wraps a command's ``main(argv)``: a ``UserError`` becomes one line on stderr ("error: ..." or
+    "cannot run: ...") and its exit status; anything else propagates with its traceback (a bug must show)."""
+    @functools.wraps(main)
+    def guarded(argv=None):
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"{exc.label}: {exc}", file=sys.stderr)
+            return exc.exit_code
+    return guarded

@@ -21,6 +21,7 @@ import pathlib
 import tempfile
 
 from runfolder import schema
+from runfolder.errors import UserError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -36,7 +37,7 @@ _WRITER = {
 }
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """The run folder or its manifest is missing, unreadable, or does not match its files."""
 
 

@@ -120,7 +120,7 @@ def test_co_compile_puts_all_stages_in_one_call(tmp_path):
 def test_co_compile_failure_names_the_stages(tmp_path):
     run = make_run(tmp_path, [MOBILENET, SPLIT_CONCAT])
     out = cli(["--run", run, "--co-compile"], env=standin_env(STANDIN_COMPILER_FAIL="1"))
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "co-compiled stages stage_0, stage_1" in out.stderr
     assert manifest_of(run)["compile"]["status"] == "failed"
 
@@ -152,7 +152,7 @@ def test_num_segments_records_the_compilers_segments(tmp_path):
 def test_num_segments_needs_the_int8_model_and_excludes_co_compile(tmp_path):
     run = make_run(tmp_path, [SPLIT_CONCAT])
     out = cli(["--run", run, "--num-segments", "2"], env=standin_env())
-    assert out.returncode == 1 and "python -m quantize --run" in out.stderr
+    assert out.returncode == 2 and "python -m quantize --run" in out.stderr
     both = cli(["--run", run, "--num-segments", "2", "--co-compile"], env=standin_env())
     assert both.returncode == 2 and "not allowed with" in both.stderr
 
@@ -194,7 +194,7 @@ def test_standin_refuses_an_op_version_the_real_compiler_cannot_parse(tmp_path):
                 code.version = 6   # grouped convolution, TF 2.9 (edgetpu issue #631)
     run = make_run(tmp_path, [edited_model(tmp_path, "v6.tflite", newer_conv)])
     out = cli(["--run", run], env=standin_env())
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "stage_0" in out.stderr and "Model could not be parsed" in out.stderr
     assert "python -m compile check" in out.stderr
 

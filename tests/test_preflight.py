@@ -240,7 +240,7 @@ def test_cli_table_for_a_run_folder_checks_the_int8_model_and_every_stage(tmp_pa
 
     (run / "stages" / "stage_1.tflite").write_bytes(b"changed")
     bad = cli("check", run)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "stage stage_1 model" in bad.stderr and "changed after it was recorded" in bad.stderr
 
 
@@ -255,7 +255,7 @@ def test_cli_errors_name_the_problem_without_a_traceback(tmp_path):
                           (tmp_path / "missing.tflite", "does not exist"),
                           (empty_run, "python -m quantize --run")]:
         out = cli("check", target)
-        assert out.returncode == 1, (target, out.stdout)
+        assert out.returncode == 2, (target, out.stdout)
         assert "Traceback" not in out.stderr
         assert words in out.stderr and str(target.name) in out.stderr
     with pytest.raises(CheckError, match="does not exist"):

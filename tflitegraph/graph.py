@@ -11,9 +11,10 @@ import difflib
 import numpy as np
 
 from tflitegraph import schema as fb
+from runfolder.errors import UserError
 
 
-class GraphError(ValueError):
+class GraphError(UserError, ValueError):
     """The model cannot be analysed or cut as asked."""
 
 

@@ -36,22 +36,15 @@ def _import(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     args = parser.parse_args(argv)
-    import datasets
-    import runfolder
     from datasets.contract_options import contract_from_options
-    try:
-        contract, labels = contract_from_options(args)
-        from training.import_model import (
-            import_keras,  # imports TensorFlow: after the options are checked
-        )
-        import_keras(args.run, args.model, args.dataset, dict(args.data_option), contract, labels,
-                     args.overwrite, args.seed)
-    except (ValueError, datasets.DatasetError, runfolder.ManifestError) as exc:   # TrainingError, LabelsError too
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    contract, labels = contract_from_options(args)
+    from training.import_model import import_keras  # imports TensorFlow: after the options are checked
+    import_keras(args.run, args.model, args.dataset, dict(args.data_option), contract, labels,
+                 args.overwrite, args.seed)
     return 0
 
 
+@cli.entry_point
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["import"]:
@@ -100,30 +93,17 @@ def main(argv=None):
     # A crash inside TensorFlow's native code otherwise ends the process with no word after TensorFlow's own
     # log lines; this prints where Python was (the run folder then says training did not finish).
     faulthandler.enable()
-    import datasets
-    import runfolder
-    from training.models import ModelError
-    from training.train import (  # imports TensorFlow: after --help
-        DEFAULT_EPOCHS,
-        TrainingError,
-        Transfer,
-        train,
-    )
+    from training.train import DEFAULT_EPOCHS, Transfer, train  # imports TensorFlow: after --help
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else \
         ((args.epochs or DEFAULT_EPOCHS) if args.fine_tune_layers else 0)
     transfer = Transfer(alpha=args.alpha, weights=None if args.weights.lower() == "none" else args.weights,
                         fine_tune_layers=args.fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                         input_size=args.input_size)
-    from training.batches import AugmentError, parse_augment
-    try:
-        augment = parse_augment(args.augment)
-        train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
-              args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
-              exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights,
-              augment=augment)
-    except (TrainingError, ModelError, AugmentError, datasets.DatasetError, runfolder.ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from training.batches import parse_augment
+    train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
+          args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
+          exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights,
+          augment=parse_augment(args.augment))
     return 0
 
 

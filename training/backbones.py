@@ -19,6 +19,7 @@ import os
 
 from datasets.preprocess import PIXELS_0_255, PIXELS_MINUS1_1
 from training.keras_setup import keras
+from runfolder.errors import UserError
 
 applications = keras.applications
 
@@ -80,7 +81,7 @@ DEFAULT_ALPHA = {"mobilenet_v1": 0.25, "mobilenet_v2": 0.35, "mobilenet_v3_small
 HEAD_LAYERS = ("pool", "dropout", "logits")
 
 
-class BackboneError(ValueError):
+class BackboneError(UserError, ValueError):
     """A backbone cannot be built as asked; the message says what to change."""
 
 

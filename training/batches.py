@@ -10,12 +10,13 @@ pipeline, never in the model, so the exported int8 model holds no augmentation o
 import numpy as np
 
 from training.keras_setup import keras, tf
+from runfolder.errors import UserError
 
 AUGMENTATIONS = ("flip", "rotate", "zoom", "contrast", "translate")
 PRESETS = {"light": ("flip", "translate"), "photos": ("flip", "rotate", "zoom", "contrast", "translate")}
 
 
-class AugmentError(ValueError):
+class AugmentError(UserError, ValueError):
     """An --augment list names something unknown."""
 
 

@@ -9,6 +9,7 @@ arg-max than an int8 softmax, and scores are a softmax at deploy time.
 from datasets.preprocess import PIXELS_0_1
 from training.backbones import BACKBONES, BackboneError, build_backbone_model
 from training.keras_setup import keras
+from runfolder.errors import UserError
 
 layers = keras.layers
 
@@ -17,7 +18,7 @@ BOUNDARIES = {"splitnet": ["after_block1", "after_block2"],
               "rgbnet": ["after_block1", "after_block2"]}
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """Unknown model name or an input it cannot take."""
 
 

@@ -21,6 +21,7 @@ import datasets
 import runfolder
 from training import backbones, batch_norm, batches, models, plots
 from training.keras_setup import keras, tf
+from runfolder.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ FEW_IMAGES = 10   # a class with fewer images gets a warning
 DEFAULT_EPOCHS = 8
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """The run folder or the options do not allow training as asked."""
 
 

@@ -35,9 +35,10 @@ import runfolder
 from compile.preflight import optable as T
 from compile.preflight.opcheck import dynamic_tensors, op_support, op_version
 from tflitegraph.graph import GraphError, read_graph
+from runfolder.errors import UserError
 
 
-class CheckError(ValueError):
+class CheckError(UserError, ValueError):
     """The model or run folder cannot be checked; the message says what to do."""
 
 

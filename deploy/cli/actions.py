@@ -16,9 +16,10 @@ from deploy.core.runtime import load_runtime
 from deploy.core.stages import StageError
 from deploy.core.open import describe_classes, describe_placement, input_spec, load_test_set, open_chain
 from deploy.core.verify import compare, reference_chain, sample_feeds
+from runfolder.errors import CannotRunHere
 
 
-class CannotRun(RuntimeError):
+class CannotRun(CannotRunHere, RuntimeError):
     """The command cannot run here (e.g. no Edge TPU to compare with); the message says why."""
 
 

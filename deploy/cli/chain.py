@@ -12,6 +12,7 @@ import sys
 
 from deploy.net.remote_chain import SERVERS_DECIDE, RemoteChain
 from runfolder import cli
+from runfolder.errors import CannotRunHere
 
 
 def parser():
@@ -38,11 +39,8 @@ def run(args):
     try:
         from deploy.net import client, tls
     except ImportError as exc:
-        print(f"cannot run: the chain client needs grpcio ({exc}); pip install 'coral-stages[serve]'",
-              file=sys.stderr)
-        return 3
+        raise CannotRunHere(f"the chain client needs grpcio ({exc}); pip install 'coral-stages[serve]'") from exc
     import runfolder
-    from datasets import ImageError
     try:
         manifest = runfolder.load(args.run)
         with client.ChainClient(args.hosts, tls.from_args(args), args.timeout) as remote:
@@ -55,9 +53,6 @@ def run(args):
                 _classify(args, manifest, chain)
     except client.ChainCallError as exc:
         print(f"error: the chain failed: {exc}", file=sys.stderr)
-        return 2
-    except (runfolder.ManifestError, ImageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

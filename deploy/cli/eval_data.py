@@ -13,6 +13,7 @@ import runfolder
 from datasets.labels import labels_of
 from deploy.core.classify import evaluate
 from deploy.core.progress import printer
+from runfolder.errors import OptionError
 
 OTHER = "other"
 
@@ -29,7 +30,7 @@ def load_labelled(manifest, spec, name, options):
         options.setdefault("color_order", spec.color_order)
     data = datasets.load_dataset(name, **options)
     if tuple(data.images.shape[1:]) != (spec.height, spec.width, spec.channels):
-        raise ValueError(f"the {name} images are {tuple(data.images.shape[1:])}, the model takes "
+        raise OptionError(f"the {name} images are {tuple(data.images.shape[1:])}, the model takes "
                          f"{(spec.height, spec.width, spec.channels)}; give options that match (-o size=...)")
     names = labels_of(manifest)
     if names and all(c in names for c in data.class_names):
@@ -37,7 +38,7 @@ def load_labelled(manifest, spec, name, options):
         how = "matched to the run's labels by name"
     elif names and any(c in names for c in data.class_names):
         missing = [c for c in data.class_names if c not in names]
-        raise ValueError(f"class folder(s) {', '.join(map(repr, missing[:5]))} are not among the run's labels; name "
+        raise OptionError(f"class folder(s) {', '.join(map(repr, missing[:5]))} are not among the run's labels; name "
                          "each folder as its label (see the label file), or remove it")
     else:
         index = np.arange(len(data.class_names), dtype=np.int64)

@@ -8,11 +8,11 @@ is measured in the same run as the baseline. Saved as ``deploy.exits`` in the
 manifest with a plot ``exits.png`` (when matplotlib is installed).
 """
 import argparse
-import sys
 
 import numpy as np
 
 from runfolder import cli
+from runfolder.errors import OptionError
 
 DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.99,0.999"
 GOAL_EARLY_SHARE = 0.5     # the seed's question: can half the samples leave early ...
@@ -42,12 +42,12 @@ def parse_thresholds(text):
         try:
             value = float(part)
         except ValueError:
-            raise ValueError(f"--thresholds: '{part}' is not a number; give e.g. 0.5,0.9,0.99") from None
+            raise OptionError(f"--thresholds: '{part}' is not a number; give e.g. 0.5,0.9,0.99") from None
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"--thresholds: {value} is not a probability; give values in [0, 1]")
+            raise OptionError(f"--thresholds: {value} is not a probability; give values in [0, 1]")
         values.append(value)
     if not values:
-        raise ValueError("--thresholds is empty; give e.g. 0.5,0.9,0.99")
+        raise OptionError("--thresholds is empty; give e.g. 0.5,0.9,0.99")
     return sorted(set(values))
 
 
@@ -133,31 +133,22 @@ def run(args):
     import pathlib
 
     import runfolder
-    from deploy.core.chain import ChainError
     from deploy.core.open import describe_placement, load_test_set, open_chain
     from deploy.core.progress import printer
-    from deploy.core.runtime import RuntimeMissing
-    try:
-        thresholds = parse_thresholds(args.thresholds)
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {args.limit}")
-        manifest, chain = open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
-        if not chain.exits:
-            raise ValueError(f"the stages of {args.run} have no early exits; train with "
-                             "`python -m training --exits after_block1,after_block2 ...` and re-run "
-                             "`python -m quantize`")
-        images, labels = load_test_set(args.run, manifest)
-        if args.limit:
-            images, labels = images[:args.limit], labels[:args.limit]
-        for line in describe_placement(chain):
-            print(line)
-        result = sweep(chain, images, labels, thresholds, printer)
-    except RuntimeMissing as exc:
-        print(f"cannot run: {exc}", file=sys.stderr)
-        return 3
-    except (runfolder.ManifestError, ChainError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    thresholds = parse_thresholds(args.thresholds)
+    if args.limit is not None and args.limit < 1:
+        raise OptionError(f"--limit must be at least 1, got {args.limit}")
+    manifest, chain = open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
+    if not chain.exits:
+        raise OptionError(f"the stages of {args.run} have no early exits; train with "
+                         "`python -m training --exits after_block1,after_block2 ...` and re-run "
+                         "`python -m quantize`")
+    images, labels = load_test_set(args.run, manifest)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    for line in describe_placement(chain):
+        print(line)
+    result = sweep(chain, images, labels, thresholds, printer)
     for line in table_lines(result):
         print(line)
     if args.plot:

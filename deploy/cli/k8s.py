@@ -63,12 +63,8 @@ def options_from(args):
 
 def run(args):
     import runfolder
-    try:
-        manifest = runfolder.load(args.run)
-        text = k8s.to_yaml(k8s.build_objects(manifest, options_from(args)))
-    except (runfolder.ManifestError, k8s.K8sError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifest = runfolder.load(args.run)
+    text = k8s.to_yaml(k8s.build_objects(manifest, options_from(args)))
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)

@@ -13,6 +13,7 @@ import sys
 import threading
 
 from runfolder import cli
+from runfolder.errors import CannotRunHere
 
 
 def parser():
@@ -36,15 +37,9 @@ def run(args):
         from deploy.net import launch, tls
         from deploy.net.supervisor import RestartPolicy, Supervisor
     except ImportError as exc:
-        print(f"cannot run: serving needs grpcio ({exc}); pip install 'coral-stages[serve]'", file=sys.stderr)
-        return 3
-    import runfolder
+        raise CannotRunHere(f"serving needs grpcio ({exc}); pip install 'coral-stages[serve]'") from exc
     extra = [a for a in args.serve_args if a != "--"]
-    try:
-        chain = launch.launch_local(args.run, args.base_port, args.host, tls.from_args(args), extra, args.log_dir)
-    except (launch.LaunchError, runfolder.ManifestError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    chain = launch.launch_local(args.run, args.base_port, args.host, tls.from_args(args), extra, args.log_dir)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

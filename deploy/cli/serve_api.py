@@ -7,10 +7,11 @@
 import argparse
 import os
 import pathlib
-import sys
 
 from deploy.serving.options import add_common, parse_listen, queue_url, upstream_factory
 from runfolder import cli
+from runfolder.errors import CannotRunHere
+from runfolder.errors import OptionError
 
 
 def parser():
@@ -29,10 +30,10 @@ def parser():
 def read_token(path):
     """The token in a file (surrounding whitespace dropped); refuses an empty one."""
     if not os.path.isfile(path):
-        raise ValueError(f"--token-file {path} does not exist")
+        raise OptionError(f"--token-file {path} does not exist")
     token = pathlib.Path(path).read_text(encoding="utf-8").strip()
     if not token:
-        raise ValueError(f"--token-file {path} is empty; put the token in it")
+        raise OptionError(f"--token-file {path} is empty; put the token in it")
     return token
 
 
@@ -41,23 +42,17 @@ def run(args):
         import uvicorn
 
         from deploy.serving.app import create_app
-        from deploy.serving.queue import QueueError, open_queue
     except ImportError as exc:
-        print(f"cannot run: serve-api needs fastapi, uvicorn and python-multipart ({exc})", file=sys.stderr)
-        return 3
-    try:
-        host, port = parse_listen(args.listen)
-        token = read_token(args.token_file) if args.token_file else None
-        if not os.path.isdir(args.run):
-            raise ValueError(f"--run {args.run} is not a folder")
-        upstream = upstream_factory(args)()
-        queue = open_queue(queue_url(args), args.max_attempts, args.lease_s)
-        app = create_app(upstream, queue, token=token, max_concurrent=args.max_concurrent,
-                         max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
-                         max_queued=args.max_queued)
-    except (ValueError, QueueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CannotRunHere(f"serve-api needs fastapi, uvicorn and python-multipart ({exc})") from exc
+    host, port = parse_listen(args.listen)
+    token = read_token(args.token_file) if args.token_file else None
+    if not os.path.isdir(args.run):
+        raise OptionError(f"--run {args.run} is not a folder")
+    upstream = upstream_factory(args)()
+    queue = open_queue(queue_url(args), args.max_attempts, args.lease_s)
+    app = create_app(upstream, queue, token=token, max_concurrent=args.max_concurrent,
+                     max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
+                     max_queued=args.max_queued)
     print(f"serving on http://{args.listen} (queue {queue.url}; token {'required' if token else 'off'})",
           flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -10,10 +10,10 @@ then requests in flight get --grace-seconds to finish.
 """
 import argparse
 import signal
-import sys
 import threading
 
 from runfolder import cli
+from runfolder.errors import CannotRunHere
 
 
 def parser():
@@ -55,22 +55,12 @@ def run(args):
 
         from deploy.net import server, tls
     except ImportError as exc:
-        print(f"cannot run: serving needs grpcio and grpcio-health-checking ({exc}); "
-              "pip install 'coral-stages[serve]'", file=sys.stderr)
-        return 3
-    import runfolder
-    from deploy.core.runtime import RuntimeMissing
-    try:
-        stage_server = server.serve(
-            args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,
-            args.exit_threshold, args.devices, args.threads, args.xnnpack, args.add_latency_ms / 1000.0,
-            args.max_message_bytes, args.max_streams, args.stream_idle_s)
-    except RuntimeMissing as exc:
-        print(f"cannot run: {exc}", file=sys.stderr)
-        return 3
-    except (runfolder.ManifestError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CannotRunHere(f"serving needs grpcio and grpcio-health-checking ({exc}); "
+              "pip install 'coral-stages[serve]'") from exc
+    stage_server = server.serve(
+        args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,
+        args.exit_threshold, args.devices, args.threads, args.xnnpack, args.add_latency_ms / 1000.0,
+        args.max_message_bytes, args.max_streams, args.stream_idle_s)
     stage = stage_server.servicer.stage
     print(f"stage {args.stage} ({stage.placement}: {stage.reason}) serving on {args.listen.rsplit(':', 1)[0]}:"
           f"{stage_server.port}" + (f", next {args.next}" if args.next else ", last stage")

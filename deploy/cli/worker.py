@@ -9,10 +9,10 @@ when its lease expires (--lease-s), and is marked failed after --max-attempts.
 import argparse
 import logging
 import os
-import sys
 
 from deploy.serving.options import add_common, queue_url, upstream_factory
 from runfolder import cli
+from runfolder.errors import OptionError
 
 
 def parser():
@@ -24,19 +24,13 @@ def parser():
 
 
 def run(args):
-    from deploy.serving.queue import QueueError, open_queue
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import runfolder
-    try:
-        if not os.path.isdir(args.run):
-            raise ValueError(f"--run {args.run} is not a folder")
-        if args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        make_upstream = upstream_factory(args)
-        queue = open_queue(queue_url(args), args.max_attempts, args.lease_s)
-        print(f"worker: {args.workers} thread(s) on {queue.url}", flush=True)
-        queue.run_worker(make_upstream, workers=args.workers)
-    except (ValueError, QueueError, RuntimeError, runfolder.ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not os.path.isdir(args.run):
+        raise OptionError(f"--run {args.run} is not a folder")
+    if args.workers < 1:
+        raise OptionError(f"--workers must be at least 1, got {args.workers}")
+    make_upstream = upstream_factory(args)
+    queue = open_queue(queue_url(args), args.max_attempts, args.lease_s)
+    print(f"worker: {args.workers} thread(s) on {queue.url}", flush=True)
+    queue.run_worker(make_upstream, workers=args.workers)
     return 0

@@ -12,9 +12,10 @@ import numpy as np
 
 from deploy.core.exits import exit_taken
 from deploy.core.tensors import numpy_dtype
+from runfolder.errors import UserError
 
 
-class ChainError(ValueError):
+class ChainError(UserError, ValueError):
     """The stages do not fit together, or an input does not fit the chain."""
 
 

@@ -15,6 +15,7 @@ from datasets.preprocess import PIXELS_0_1, to_model_input
 from deploy.core.chain import StageChain
 from deploy.core.runtime import make_interpreter
 from deploy.core.tensors import class_scores, dequantize, describe_details, quantize
+from runfolder.errors import OptionError
 
 Class = collections.namedtuple("Class", "id score")
 WholeModel = collections.namedtuple("WholeModel", "index name path inputs outputs placement reason interpreter")
@@ -43,7 +44,7 @@ def image_feed(chain, pixels):
     """Quantized feed for a single-input chain from uint8 pixels (H, W, C): the pixels themselves when the
     input contract allows (no arithmetic, as Coral's examples feed), else normalized, then quantized."""
     if len(chain.inputs) != 1:
-        raise ValueError(f"the chain has {len(chain.inputs)} inputs; images feed single-input models only")
+        raise OptionError(f"the chain has {len(chain.inputs)} inputs; images feed single-input models only")
     tensor = chain.inputs[0]
     normalization = getattr(chain, "normalization", None) or PIXELS_0_1
     if raw_pixels_exact(tensor, normalization):
@@ -132,7 +133,7 @@ def output_accuracies(chain, images, labels, exits):
     described = {t["name"]: t for t in chain.outputs}
     missing = [e["output"] for e in exits if e["output"] not in described]
     if missing:
-        raise ValueError(f"the model has no output {', '.join(missing)}; re-run `python -m quantize`")
+        raise OptionError(f"the model has no output {', '.join(missing)}; re-run `python -m quantize`")
     hits = dict.fromkeys((e["boundary"] for e in exits), 0)
     for pixels, label in zip(images, labels):
         outputs = chain.run(image_feed(chain, pixels))

@@ -7,6 +7,7 @@ TPU of any kind), and here also ``cpu``. A TPU is always named canonically
 share one delegate instead of opening the same device twice.
 """
 import collections
+from runfolder.errors import OptionError
 
 Assignment = collections.namedtuple("Assignment", "device note")
 Assignment.__doc__ = """device: "cpu", "usb:N" or "pci:N"; note: why, when it is not what was asked (or None)."""
@@ -22,12 +23,12 @@ def parse_devices(text, count):
     if len(entries) == 1:
         entries = entries * count
     if len(entries) != count:
-        raise ValueError(f"--devices lists {len(entries)} devices for {count} stages; give one per stage "
+        raise OptionError(f"--devices lists {len(entries)} devices for {count} stages; give one per stage "
                          "(e.g. usb:0,usb:1,cpu) or one for all")
     for entry in entries:
         kind, _, number = entry.partition(":")
         if entry != "cpu" and (kind not in ("usb", "pci", "") or not number.isdigit()):
-            raise ValueError(f"device '{entry}' is not one of cpu, usb:<N>, pci:<N>, :<N>")
+            raise OptionError(f"device '{entry}' is not one of cpu, usb:<N>, pci:<N>, :<N>")
     return entries
 
 

@@ -8,6 +8,7 @@ dequantized logits, so it is the same in-process and over the network.
 import math
 
 import numpy as np
+from runfolder.errors import OptionError
 
 _SMALL = 64  # up to this many classes plain Python floats beat numpy's per-call overhead
 
@@ -41,7 +42,7 @@ def check_exit_threshold(manifest, threshold):
     if threshold is None:
         return
     if not any(isinstance(entry, dict) and entry.get("exit") for entry in manifest.get("stages") or []):
-        raise ValueError(f"--exit-threshold {threshold:g} given, but this run has no early-exit heads; leave it out, "
+        raise OptionError(f"--exit-threshold {threshold:g} given, but this run has no early-exit heads; leave it out, "
                          "or train with them (`python -m training --exits BOUNDARY,...`) and quantize again")
 
 

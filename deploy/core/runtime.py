@@ -17,6 +17,7 @@ import importlib
 import os
 
 from runfolder.native_logs import quiet_native_stderr
+from runfolder.errors import CannotRunHere
 
 Runtime = collections.namedtuple("Runtime", "name version interpreter_class load_delegate pycoral module")
 
@@ -27,7 +28,7 @@ _MODULES = (
 )
 
 
-class RuntimeMissing(ImportError):
+class RuntimeMissing(CannotRunHere, ImportError):
     """No tflite runtime is installed."""
 
 

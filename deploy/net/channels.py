@@ -2,6 +2,7 @@
 import grpc
 
 from deploy.net import stage_pb2_grpc
+from runfolder.errors import OptionError
 
 # A restarted stage is found again within about a second instead of gRPC's default backoff of up to 2 minutes.
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -35,9 +36,9 @@ def split_hosts(hosts):
     """['h1:p', 'h2:p'] from a comma list or a list; ValueError when an address has no port."""
     items = [h.strip() for h in (hosts.split(",") if isinstance(hosts, str) else hosts) if h.strip()]
     if not items:
-        raise ValueError("no stage address given; pass HOST:PORT of the first stage (or of every stage)")
+        raise OptionError("no stage address given; pass HOST:PORT of the first stage (or of every stage)")
     for item in items:
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"stage address '{item}' is not HOST:PORT (e.g. 127.0.0.1:50051)")
+            raise OptionError(f"stage address '{item}' is not HOST:PORT (e.g. 127.0.0.1:50051)")
     return items

@@ -25,6 +25,7 @@ for one of that resource instead and stays unprivileged.
 """
 import dataclasses
 import re
+from runfolder.errors import UserError
 
 STAGE_PORT = 50051
 API_PORT = 8000
@@ -37,7 +38,7 @@ ACCELERATORS = ("usb", "pci")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 
 
-class K8sError(ValueError):
+class K8sError(UserError, ValueError):
     """The options do not describe a valid set of objects; the message says what to change."""
 
 

@@ -22,11 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runfolder
 from deploy.net import channels
+from runfolder.errors import OptionError, UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-class LaunchError(RuntimeError):
+class LaunchError(UserError, RuntimeError):
     """A stage server did not start; the message holds the end of its log."""
 
 
@@ -138,11 +139,11 @@ def log_folder(path):
         return tempfile.mkdtemp(prefix="stages-")
     folder = pathlib.Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--log-dir {folder} is a file; give a folder for the stage logs")
+        raise OptionError(f"--log-dir {folder} is a file; give a folder for the stage logs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"--log-dir {folder} cannot be made ({exc.strerror}); give a folder you can write") from exc
+        raise OptionError(f"--log-dir {folder} cannot be made ({exc.strerror}); give a folder you can write") from exc
     return folder
 
 

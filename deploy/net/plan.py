@@ -9,6 +9,7 @@ chain's outputs (the split's model outputs, else its own outputs), as
 import dataclasses
 
 import runfolder
+from runfolder.errors import OptionError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ def stage_plan(manifest, index, run_dir="the run folder"):
     """The StagePlan of stage ``index``; ValueError naming the valid range otherwise."""
     plans = chain_plans(manifest, run_dir)
     if not 0 <= index < len(plans):
-        raise ValueError(f"--stage {index} does not exist: the run has stages 0 to {len(plans) - 1}")
+        raise OptionError(f"--stage {index} does not exist: the run has stages 0 to {len(plans) - 1}")
     return plans[index]
 
 

@@ -28,6 +28,7 @@ from deploy.net.calls import ready as _ready
 from deploy.net.links import Link, OneShot, error_reply
 from deploy.net.streams import StreamLimit, Unparseable, stage_handler
 from deploy.core.stages import load_stages
+from runfolder.errors import OptionError
 
 SERVICE_NAME = "coralstages.v1.Stage"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -275,14 +276,14 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
     check_exit_threshold(manifest, exit_threshold)
     stage_plan = plan.stage_plan(manifest, index, run_dir)
     if next_address is None and not stage_plan.is_last:
-        raise ValueError(f"stage {index} is not the last of {stage_plan.stages}: pass --next HOST:PORT "
+        raise OptionError(f"stage {index} is not the last of {stage_plan.stages}: pass --next HOST:PORT "
                          f"of stage {index + 1}")
     if next_address:
         channels.split_hosts(next_address)
     if max_in_flight < 1:
-        raise ValueError(f"--max-in-flight must be 1 or more, got {max_in_flight}")
+        raise OptionError(f"--max-in-flight must be 1 or more, got {max_in_flight}")
     if max_streams < 1 or stream_idle_s <= 0:
-        raise ValueError(f"--max-streams must be 1 or more and --stream-idle-s above 0, got {max_streams} and "
+        raise OptionError(f"--max-streams must be 1 or more and --stream-idle-s above 0, got {max_streams} and "
                          f"{stream_idle_s}")
     stage = load_stage(run_dir, manifest, index, devices, num_threads, xnnpack)
     limit = max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
@@ -305,7 +306,7 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
     except RuntimeError:
         port = 0
     if not port:
-        raise ValueError(f"cannot listen on {listen}: the address is in use or not on this machine")
+        raise OptionError(f"cannot listen on {listen}: the address is in use or not on this machine")
     server.start()
     stop_sweeper = threading.Event()
     threading.Thread(target=streams.run_sweeper, args=(stop_sweeper,), daemon=True, name=f"stage-{index}-idle").start()

@@ -7,9 +7,10 @@ or a private network then).
 """
 import dataclasses
 import pathlib
+from runfolder.errors import UserError
 
 
-class TlsError(ValueError):
+class TlsError(UserError, ValueError):
     """The TLS files are missing or incomplete."""
 
 

@@ -2,6 +2,7 @@
 import os
 
 from datasets.decode_limits import MAX_IMAGE_PIXELS, DecodeLimits
+from runfolder.errors import OptionError
 
 
 def add_common(parser):
@@ -38,7 +39,7 @@ def upstream_factory(args):
         hosts = [h.strip() for h in args.chain.split(",") if h.strip()]
         bad = [h for h in hosts if h.rpartition(":")[2].isdigit() is False]
         if not hosts or bad:
-            raise ValueError(f"--chain {args.chain!r}: give host:port for each stage server, comma-separated")
+            raise OptionError(f"--chain {args.chain!r}: give host:port for each stage server, comma-separated")
         from deploy.net import tls
         files = tls.from_args(args)
         return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k,
@@ -50,5 +51,5 @@ def parse_listen(text):
     """("host", port) from host:port (IPv6 as [::1]:8000)."""
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--listen {text!r}: expected host:port, e.g. 127.0.0.1:8000")
+        raise OptionError(f"--listen {text!r}: expected host:port, e.g. 127.0.0.1:8000")
     return host.strip("[]"), int(port)

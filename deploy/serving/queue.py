@@ -26,12 +26,13 @@ from deploy.serving.jobstore import (
     SqliteJobs,
     checked_options,
 )
+from runfolder.errors import UserError
 
 LOG = logging.getLogger("deploy.serving")
 POLL_S = (0.02, 0.5)   # an idle worker thread looks for work this often: first, then backing off to
 
 
-class QueueError(ValueError):
+class QueueError(UserError, ValueError):
     """The queue address is not understood, or its backend cannot be reached."""
 
 
