@@ -42,6 +42,7 @@ def run(args):
         import uvicorn
 
         from deploy.serving.app import create_app
+        from deploy.serving.queue import open_queue
     except ImportError as exc:
         raise CannotRunHere(f"serve-api needs fastapi, uvicorn and python-multipart ({exc})") from exc
     host, port = parse_listen(args.listen)

@@ -24,6 +24,7 @@ def parser():
 
 
 def run(args):
+    from deploy.serving.queue import open_queue
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not os.path.isdir(args.run):
         raise OptionError(f"--run {args.run} is not a folder")
