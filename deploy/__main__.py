@@ -24,6 +24,7 @@ import argparse
 import sys
 
 from datasets.core import parse_option
+from deploy.cli.options import add_runtime_options
 from runfolder import cli
 from runfolder.errors import OptionError
 
@@ -45,13 +46,7 @@ MODULE_COMMANDS = {
 
 def _common(parser):
     parser.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
-    parser.add_argument("--devices", default=None,
-                        help="per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
-                             "(default: compiled stages take the Edge TPUs found in turn, the rest the CPU)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per stage interpreter (default: the runtime's choice)")
-    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
-                        help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
+    add_runtime_options(parser)
 
 
 def _verify_parser():

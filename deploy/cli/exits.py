@@ -11,6 +11,7 @@ import argparse
 
 import numpy as np
 
+from deploy.cli.options import add_runtime_options
 from runfolder import cli
 from runfolder.errors import OptionError
 
@@ -26,10 +27,7 @@ def parser():
     parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS,
                         help=f"comma list of top-probability thresholds in [0, 1] (default {DEFAULT_THRESHOLDS})")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N test samples")
-    parser.add_argument("--devices", default=None, help="per-stage devices, as for `python -m deploy`")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per stage interpreter")
-    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
-                        help="use TFLite's built-in CPU kernels instead of XNNPACK")
+    add_runtime_options(parser)
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw exits.png")
     return parser
 

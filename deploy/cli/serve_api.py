@@ -8,7 +8,7 @@ import argparse
 import os
 import pathlib
 
-from deploy.serving.options import add_common, parse_listen, queue_url, upstream_factory
+from deploy.cli.serving_options import add_common, parse_listen, queue_url, upstream_factory
 from runfolder import cli
 from runfolder.errors import CannotRunHere
 from runfolder.errors import OptionError

@@ -12,6 +12,7 @@ import argparse
 import signal
 import threading
 
+from deploy.cli.options import add_runtime_options
 from runfolder import cli
 from runfolder.errors import CannotRunHere
 
@@ -28,10 +29,7 @@ def parser():
                    help="requests held at once; more are refused with RESOURCE_EXHAUSTED (default 32)")
     p.add_argument("--exit-threshold", type=float, default=None,
                    help="early exit: reply from this stage when its exit head's top probability reaches T")
-    p.add_argument("--devices", default=None, help="this stage's device: usb:0, pci:0, cpu (default: automatic)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the stage's interpreter")
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
-                   help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
+    add_runtime_options(p, devices_help="this stage's device: usb:0, pci:0, cpu (default: automatic)")
     p.add_argument("--max-message-bytes", type=int, default=None,
                    help="largest request accepted (default: 4x the expected request + 64 KiB)")
     p.add_argument("--max-streams", type=int, default=16,

@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 
-from deploy.serving.options import add_common, queue_url, upstream_factory
+from deploy.cli.serving_options import add_common, queue_url, upstream_factory
 from runfolder import cli
 from runfolder.errors import OptionError
 

@@ -22,7 +22,12 @@ _LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows
 
 
 class DelegateError(OSError):
-    """The Edge TPU delegate could not be loaded for a device."""
+    """The Edge TPU delegate could not be loaded for a device. ``reason``: what failed, in a few words
+    (the placement shown per stage); ``str()`` adds what to do."""
+
+    def __init__(self, reason, fix):
+        super().__init__(f"{reason}. {fix}")
+        self.reason, self.fix = reason, fix
 
 
 def library_name():
@@ -99,7 +104,7 @@ class DelegateCache:
             except (OSError, ValueError, RuntimeError) as exc:
                 # Remembered, so later stages on this device do not retry a load that failed.
                 self._delegates[device] = DelegateError(
-                    f"cannot load the Edge TPU delegate {library_name()} for device '{device}': {exc}. "
+                    f"cannot load the Edge TPU delegate {library_name()} for device '{device}': {exc}",
                     "Install libedgetpu1-std from Coral's apt repository and check the TPU is plugged in")
         delegate = self._delegates[device]
         if isinstance(delegate, DelegateError):

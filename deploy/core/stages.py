@@ -71,7 +71,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
                 interpreter = make_interpreter(compiled_path, delegates=[delegate], num_threads=num_threads)
                 placement, reason, path = f"edgetpu:{device}", "compiled stage on the Edge TPU", compiled_path
             except edgetpu.DelegateError as exc:
-                reason = str(exc).split(". ")[0]
+                reason = exc.reason
         if interpreter is None:
             interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack, runfolder.restage_command(run_dir, manifest))
         check_io(interpreter, entry, path, run_dir)

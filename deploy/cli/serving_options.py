@@ -2,6 +2,7 @@
 import os
 
 from datasets.decode_limits import MAX_IMAGE_PIXELS, DecodeLimits
+from deploy.cli.options import add_runtime_options
 from runfolder.errors import OptionError
 
 
@@ -10,8 +11,7 @@ def add_common(parser):
     parser.add_argument("--chain", default=None,
                         help="stage servers host:port,host:port,... in stage order (default: run the "
                              "stages in this process)")
-    parser.add_argument("--devices", default=None, help="per-stage devices for in-process stages (as deploy)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per stage interpreter")
+    add_runtime_options(parser, devices_help="per-stage devices for in-process stages (as deploy)", xnnpack=False)
     parser.add_argument("--queue", default=None,
                         help="sqlite:PATH (default: sqlite:RUN/serving/jobs.db) or redis://host:port/db")
     parser.add_argument("--max-attempts", type=int, default=3,

@@ -1,0 +1,15 @@
+"""Options several deploy commands share, defined once so their names, defaults and help agree."""
+
+DEVICES_HELP = ("per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
+                "(default: compiled stages take the Edge TPUs found in turn, the rest the CPU)")
+
+
+def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
+    """``--devices``, ``--threads`` and (unless ``xnnpack`` is False) ``--no-xnnpack``: where and how the
+    stage interpreters run."""
+    parser.add_argument("--devices", default=None, help=devices_help)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per stage interpreter (default: the runtime's choice)")
+    if xnnpack:
+        parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                            help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
