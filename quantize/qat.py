@@ -12,6 +12,7 @@ QAT when asked or past the threshold, then the int8 model more accurate on
 the validation split is kept, with both recorded.
 """
 import collections
+import dataclasses
 import pathlib
 import shutil
 import sys
@@ -75,8 +76,41 @@ def check_epochs(epochs):
         raise QuantizeError(f"--qat-epochs must be at least 1, got {epochs}")
 
 
-def fine_tune(qmodel, train, val, epochs=3, learning_rate=1e-4, batch_size=64, exit_weight=0.3, seed=0,
-              verbose=2, from_logits=True):
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """How the quantization-aware copy is trained."""
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    batch_size: int = 64
+    exit_weight: float = 0.3     # loss weight of each early-exit head
+    seed: int = 0
+    verbose: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class QatPolicy:
+    """When QAT runs: ``asked`` (--qat), or ``auto`` when PTQ lost more than ``threshold`` points."""
+    asked: bool = False
+    auto: bool = True
+    threshold: float = 0.5
+    epochs: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """What the PTQ step has that QAT needs: the float model, its data and splits, the calibration set,
+    the test set, the I/O type and ``finish`` (bytes -> (bytes, op-version rewrites), PTQ's post-processing)."""
+    model: object
+    data: object
+    splits: dict
+    representative: object
+    io_type: str
+    finish: object
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def fine_tune(qmodel, train, val, settings=FineTune(), from_logits=True):
     """Trains the quantization-aware model; keeps the weights of the epoch with the best val_loss.
 
     Args:
@@ -84,9 +118,10 @@ def fine_tune(qmodel, train, val, epochs=3, learning_rate=1e-4, batch_size=64, e
     Returns:
       The history: {metric: [value per epoch]} with plain floats, plus "best_epoch" (1-based).
     """
+    epochs = settings.epochs
     check_epochs(epochs)
-    keras.utils.set_random_seed(seed)
-    _compile(qmodel, learning_rate, exit_weight, from_logits)
+    keras.utils.set_random_seed(settings.seed)
+    _compile(qmodel, settings.learning_rate, settings.exit_weight, from_logits)
     outputs = len(qmodel.outputs)
 
     def labels(y):
@@ -94,14 +129,13 @@ def fine_tune(qmodel, train, val, epochs=3, learning_rate=1e-4, batch_size=64, e
 
     best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)
     fit = qmodel.fit(train[0], labels(train[1]), validation_data=(val[0], labels(val[1])), epochs=epochs,
-                     batch_size=batch_size, callbacks=[best], verbose=verbose)
+                     batch_size=settings.batch_size, callbacks=[best], verbose=settings.verbose)
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     history["best_epoch"] = int(best.best_epoch) + 1
     return history
 
 
-def convert_qat_int8(model, train, val, representative, io_type="uint8", epochs=3, learning_rate=1e-4,
-                     batch_size=64, exit_weight=0.3, seed=0, verbose=2):
+def convert_qat_int8(model, train, val, representative, io_type="uint8", settings=FineTune()):
     """Fine-tunes a quantization-aware copy of ``model`` and converts it to full-int8 tflite bytes.
 
     Returns:
@@ -110,10 +144,9 @@ def convert_qat_int8(model, train, val, representative, io_type="uint8", epochs=
       QuantizeError: tensorflow-model-optimization is missing or cannot wrap the model.
     """
     qmodel = quantize_aware_copy(model)
-    print(f"quantization-aware training: {epochs} epoch(s) on {len(train[1])} training samples, "
-          f"learning rate {learning_rate:g}")
-    history = fine_tune(qmodel, train, val, epochs, learning_rate, batch_size, exit_weight, seed, verbose,
-                        from_logits=not ends_in_softmax(model))
+    print(f"quantization-aware training: {settings.epochs} epoch(s) on {len(train[1])} training samples, "
+          f"learning rate {settings.learning_rate:g}")
+    history = fine_tune(qmodel, train, val, settings, from_logits=not ends_in_softmax(model))
     print(f"quantization-aware training: keeping epoch {history['best_epoch']} (lowest val_loss)")
     return convert_int8(qmodel, representative, io_type), history
 
@@ -186,16 +219,16 @@ def _int8_accuracy(path, images, labels, label, normalization):
     return evaluate(whole_model_chain(path, normalization=normalization), images, labels, printer(label))
 
 
-def qat_candidate(run_dir, model, data, splits, representative, io_type, epochs, finish, learning_rate,
-                  exit_weight=0.3, seed=0, normalization=PIXELS_0_1):
-    """Fine-tunes and converts the QAT model; writes ``model_int8_qat.tflite`` (after ``finish``:
-    the same exit-head ordering and op-version lowering as PTQ). Returns (path, history, rewrites)."""
-    split = {k: (to_model_input(data.images[splits[k]], normalization), data.labels[splits[k]])
+def qat_candidate(run_dir, run, settings, normalization=PIXELS_0_1):
+    """Fine-tunes and converts the QAT model of ``run`` (a RunData); writes ``model_int8_qat.tflite``
+    (after ``run.finish``: the same exit-head ordering and op-version lowering as PTQ).
+    Returns (path, history, rewrites)."""
+    split = {k: (to_model_input(run.data.images[run.splits[k]], normalization), run.data.labels[run.splits[k]])
              for k in ("train", "val")}
-    int8_bytes, history = convert_qat_int8(model, split["train"], split["val"], representative, io_type,
-                                           epochs, learning_rate, exit_weight=exit_weight, seed=seed)
-    int8_bytes = keras_tensor_names(int8_bytes, [layer.name for layer in model.layers])
-    int8_bytes, rewrites = finish(int8_bytes)
+    int8_bytes, history = convert_qat_int8(run.model, split["train"], split["val"], run.representative,
+                                           run.io_type, settings)
+    int8_bytes = keras_tensor_names(int8_bytes, [layer.name for layer in run.model.layers])
+    int8_bytes, rewrites = run.finish(int8_bytes)
     check_full_int8(read_graph(int8_bytes))
     path = pathlib.Path(run_dir) / "model_int8_qat.tflite"
     path.write_bytes(int8_bytes)
@@ -222,15 +255,13 @@ def write_predictions(run_dir, labels, **predictions):
     return runfolder.file_record(run_dir, path)
 
 
-def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, splits, representative,
-                io_type, finish, images, labels, asked=False, auto=True, threshold=0.5, epochs=3,
-                training=None):
-    """After PTQ: runs QAT when asked or when PTQ lost more than ``threshold`` points (with ``auto``),
+def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, run, policy=QatPolicy(), training=None):
+    """After PTQ: runs QAT when ``policy`` says (asked, or PTQ lost more than its threshold with auto on),
     keeps the better int8 model at ``int8_path`` and writes per-sample test predictions.
 
     Args:
       ptq_result: deploy.core.classify.evaluate's result for the PTQ model (at int8_path) on the test split.
-      finish: bytes -> (bytes, op-version rewrites), the post-processing PTQ's bytes had.
+      run: the RunData of the PTQ step.
       training: the manifest's training section (learning rate, exit loss weight).
     Returns:
       (evaluate result of the chosen model on the test split, manifest fields: method, ptq, qat, chosen,
@@ -238,6 +269,8 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
     """
     training = training or {}
     normalization = normalization_of({"training": training})
+    model, data, splits, images, labels = run.model, run.data, run.splits, run.images, run.labels
+    asked, auto, threshold, epochs = policy.asked, policy.auto, policy.threshold, policy.epochs
 
     def drop_of(result):
         return 100.0 * (float_accuracy - result["accuracy"])
@@ -260,9 +293,9 @@ def choose_int8(run_dir, int8_path, ptq_result, float_accuracy, *, model, data, 
         shutil.copyfile(int8_path, ptq_path)
         learning_rate = 0.1 * float(training.get("learning_rate", 1e-3))
         try:
-            qat_path, history, rewrites = qat_candidate(
-                run_dir, model, data, splits, representative, io_type, epochs, finish, learning_rate,
-                float(training.get("exit_loss_weight", 0.3)), normalization=normalization)
+            settings = FineTune(epochs=epochs, learning_rate=learning_rate,
+                                exit_weight=float(training.get("exit_loss_weight", 0.3)))
+            qat_path, history, rewrites = qat_candidate(run_dir, run, settings, normalization=normalization)
         except QuantizeError as exc:
             if asked:
                 raise

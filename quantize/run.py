@@ -13,7 +13,7 @@ from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
 from tflitegraph.graph import read_graph
 from quantize.ptq import convert_int8
-from quantize.qat import check_epochs, choose_int8
+from quantize.qat import QatPolicy, RunData, check_epochs, choose_int8
 from quantize.stages import output_contract, write_stages
 from training.keras_setup import keras
 
@@ -71,10 +71,11 @@ def quantize_run(run_dir, stages=1, cut_after=None, io_type="uint8", samples=300
     images, labels = load_test_set(run_dir, manifest)
     result = evaluate(whole_model_chain(int8_path, normalization=normalization), images, labels,
                       printer("int8 accuracy"))
-    result, chosen = choose_int8(
-        run_dir, int8_path, result, manifest.get("accuracy", {}).get("float", result["accuracy"]), model=model,
-        data=data, splits=splits, representative=representative, io_type=io_type, finish=finish, images=images,
-        labels=labels, asked=qat, auto=auto_qat, threshold=threshold, epochs=qat_epochs, training=training)
+    run = RunData(model=model, data=data, splits=splits, representative=representative, io_type=io_type,
+                  finish=finish, images=images, labels=labels)
+    result, chosen = choose_int8(run_dir, int8_path, result, manifest.get("accuracy", {}).get("float", result["accuracy"]),
+                                 run, QatPolicy(asked=qat, auto=auto_qat, threshold=threshold, epochs=qat_epochs),
+                                 training)
     rewrites = chosen.pop("op_version_rewrites", rewrites)
     accuracy = manifest.setdefault("accuracy", {})
     accuracy["int8"] = result["accuracy"]
