@@ -52,7 +52,8 @@ def serve_chain(run_dir, host="127.0.0.1", **options):
     count = len(runfolder.load(run_dir)["stages"])
     servers, next_address = [], None
     for index in reversed(range(count)):
-        started = server.serve(run_dir, index, f"{host}:0", next_address, **{**options, **per_stage.get(index, {})})
+        started = server.serve(run_dir, index, f"{host}:0", next_address,
+                               server.ServeOptions(**{**options, **per_stage.get(index, {})}))
         next_address = f"{host}:{started.port}"
         servers.insert(0, started)
     return servers

@@ -55,10 +55,11 @@ def run(args):
     except ImportError as exc:
         raise CannotRunHere(f"serving needs grpcio and grpcio-health-checking ({exc}); "
               "pip install 'coral-stages[serve]'") from exc
-    stage_server = server.serve(
-        args.run, args.stage, args.listen, args.next, tls.from_args(args), args.max_in_flight,
-        args.exit_threshold, args.devices, args.threads, args.xnnpack, args.add_latency_ms / 1000.0,
-        args.max_message_bytes, args.max_streams, args.stream_idle_s)
+    options = server.ServeOptions(
+        tls=tls.from_args(args), max_in_flight=args.max_in_flight, exit_threshold=args.exit_threshold,
+        devices=args.devices, num_threads=args.threads, xnnpack=args.xnnpack, delay_s=args.add_latency_ms / 1000.0,
+        max_message_bytes=args.max_message_bytes, max_streams=args.max_streams, stream_idle_s=args.stream_idle_s)
+    stage_server = server.serve(args.run, args.stage, args.listen, args.next, options)
     stage = stage_server.servicer.stage
     print(f"stage {args.stage} ({stage.placement}: {stage.reason}) serving on {args.listen.rsplit(':', 1)[0]}:"
           f"{stage_server.port}" + (f", next {args.next}" if args.next else ", last stage")

@@ -12,6 +12,7 @@ The standard health service says SERVING once the stage is loaded and
 NOT_SERVING from the moment shutdown begins.
 """
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 
@@ -251,27 +252,46 @@ class StageServer:
         self.server.wait_for_termination()
 
 
-def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max_in_flight=32,
-          exit_threshold=None, devices=None, num_threads=None, xnnpack=True, delay_s=0.0,
-          max_message_bytes=None, max_streams=16, stream_idle_s=300.0):
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    """How one stage server runs and what it bounds (``python -m deploy serve-stage``'s options).
+
+    tls: a ``tls.TlsFiles`` for mutual TLS, or None for plain traffic.
+    max_in_flight: requests held at once; more get RESOURCE_EXHAUSTED.
+    exit_threshold: early-exit confidence (None: off).
+    devices, num_threads, xnnpack: where and how the stage's interpreter runs (``deploy.core.stages``).
+    delay_s: extra seconds before each run (rehearses a slow device).
+    max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
+    max_streams: Process streams served at once; the longest-idle one is closed to make room for a
+      new one, and RESOURCE_EXHAUSTED only when every stream is busy. Run, Describe and the
+      health service have threads of their own and always answer.
+    stream_idle_s: a stream without a request for this long is closed (UNAVAILABLE, saying why).
+    """
+    tls: object = None
+    max_in_flight: int = 32
+    exit_threshold: float = None
+    devices: str = None
+    num_threads: int = None
+    xnnpack: bool = True
+    delay_s: float = 0.0
+    max_message_bytes: int = None
+    max_streams: int = 16
+    stream_idle_s: float = 300.0
+
+
+def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, options=ServeOptions()):
     """Loads stage ``index`` of a run folder and serves it; returns a StageServer (already SERVING).
 
     Args:
       listen: HOST:PORT to bind (port 0: any free port; see ``StageServer.port``).
       next_address: HOST:PORT of the next stage (required unless this is the last stage).
-      tls: a ``tls.TlsFiles`` for mutual TLS, or None for plain traffic.
-      max_in_flight: requests held at once; more get RESOURCE_EXHAUSTED.
-      exit_threshold: early-exit confidence (None: off).
-      delay_s: extra seconds before each run (rehearses a slow device).
-      max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
-      max_streams: Process streams served at once; the longest-idle one is closed to make room for a
-        new one, and RESOURCE_EXHAUSTED only when every stream is busy. Run, Describe and the
-        health service have threads of their own and always answer.
-      stream_idle_s: a stream without a request for this long is closed (UNAVAILABLE, saying why).
+      options: a ServeOptions.
     Raises:
       ValueError: bad stage index, missing --next, bad address.
       runfolder.ManifestError: the run folder or a stage file is wrong.
     """
+    tls, max_in_flight, exit_threshold = options.tls, options.max_in_flight, options.exit_threshold
+    max_streams, stream_idle_s = options.max_streams, options.stream_idle_s
     manifest = runfolder.load(run_dir)
     check_exit_threshold(manifest, exit_threshold)
     stage_plan = plan.stage_plan(manifest, index, run_dir)
@@ -285,11 +305,11 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, tls=None, max
     if max_streams < 1 or stream_idle_s <= 0:
         raise OptionError(f"--max-streams must be 1 or more and --stream-idle-s above 0, got {max_streams} and "
                          f"{stream_idle_s}")
-    stage = load_stage(run_dir, manifest, index, devices, num_threads, xnnpack)
-    limit = max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
+    stage = load_stage(run_dir, manifest, index, options.devices, options.num_threads, options.xnnpack)
+    limit = options.max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
     streams = StreamLimit(f"stage {index}", max_streams, stream_idle_s)
-    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, delay_s, limit,
-                             streams)
+    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, options.delay_s,
+                             limit, streams)
     # A thread for every stream and every admitted Run, and 4 more, so health checks never wait for one.
     # No maximum_concurrent_rpcs: it counts health checks too, and idle streams then locked them out.
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_streams + max_in_flight + 4,
