@@ -13,15 +13,12 @@ import argparse
 import sys
 
 from datasets.contract_options import add_contract_options
+from quantize import DEFAULT_STAGES
 from runfolder import cli
 
 
 def _names(text):
     return [n.strip() for n in text.split(",") if n.strip()]
-
-
-# One stage (the whole model on one Edge TPU) unless asked: the same for every command that cuts.
-DEFAULT_STAGES = 1
 
 
 def _add_cut_options(parser):

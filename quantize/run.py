@@ -9,6 +9,7 @@ from deploy.core.classify import evaluate, whole_model_chain
 from deploy.core.open import load_test_set
 from deploy.core.classify import output_accuracies
 from deploy.core.progress import printer
+from quantize import DEFAULT_STAGES
 from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
 from tflitegraph.graph import read_graph
@@ -18,7 +19,7 @@ from quantize.stages import output_contract, write_stages
 from training.keras_setup import keras
 
 
-def quantize_run(run_dir, stages=1, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
+def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
                  qat=False, auto_qat=True, qat_epochs=3, **plan_options):
     """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
 

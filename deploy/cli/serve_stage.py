@@ -54,7 +54,7 @@ def run(args):
         from deploy.net import server, tls
     except ImportError as exc:
         raise CannotRunHere(f"serving needs grpcio and grpcio-health-checking ({exc}); "
-              "pip install 'coral-stages[serve]'") from exc
+                            "pip install 'coral-stages[serve]'") from exc
     options = server.ServeOptions(
         tls=tls.from_args(args), max_in_flight=args.max_in_flight, exit_threshold=args.exit_threshold,
         devices=args.devices, num_threads=args.threads, xnnpack=args.xnnpack, delay_s=args.add_latency_ms / 1000.0,

@@ -73,7 +73,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
             except edgetpu.DelegateError as exc:
                 reason = exc.reason
         if interpreter is None:
-            interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack, runfolder.restage_command(run_dir, manifest))
+            interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack, run_dir)
         check_io(interpreter, entry, path, run_dir)
         loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                                   entry["inputs"], entry["outputs"], placement, reason, interpreter))
@@ -135,12 +135,12 @@ def _not_compiled_reason(compile_info):
                 status, f"not compiled (compile status: {status})")
 
 
-def _cpu_interpreter(path, what, num_threads, xnnpack, restage):
+def _cpu_interpreter(path, what, num_threads, xnnpack, run_dir):
     if edgetpu.is_compiled_model(path):
         raise StageError(f"{what} {path} is compiled for the Edge TPU (it holds edgetpu-custom-op), "
-                         f"but no Edge TPU is in use; re-run `{restage}` to restore the CPU stage")
+                         f"but no Edge TPU is in use; re-run `{runfolder.restage_command(run_dir)}` to restore the CPU stage")
     try:
         return make_interpreter(path, num_threads=num_threads, xnnpack=xnnpack)
     except (ValueError, RuntimeError) as exc:
         raise StageError(f"{what} {path} cannot be loaded by the tflite runtime: {str(exc).strip()}; "
-                         f"re-run `{restage}` to rewrite it") from exc
+                         f"re-run `{runfolder.restage_command(run_dir)}` to rewrite it") from exc
