@@ -57,8 +57,9 @@ def ensure_run(run, train_if_missing):
     if not train_if_missing:
         sys.exit(f"{run} has no model.keras: make one with `make demo` (runs/demo) or pass --train-if-missing")
     from quantize.run import quantize_run
+    from training.config import TrainConfig
     from training.train import train
-    train(run, "digits", {"variants": 2}, "splitnet", epochs=1, verbose=0)
+    train(run, TrainConfig("digits", {"variants": 2}, "splitnet", epochs=1), verbose=0)
     quantize_run(run, stages=3, samples=50)
 
 

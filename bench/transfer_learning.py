@@ -51,8 +51,9 @@ elif mode == "stream":   # the folder data set (decoded once to its disk cache),
     for x, y in batches(data.images, data.labels, np.arange(len(data)), 64, (128.0, 128.0), augment=("flip",), seed=0):
         pass
 else:   # a real training epoch of MobileNetV2 (alpha 0.35) on the streamed folder
+    from training.config import TrainConfig
     from training.train import train
-    train(sys.argv[3], "folder", {"path": folder, "size": 224}, "mobilenet_v2", epochs=1, batch_size=32,
+    train(sys.argv[3], TrainConfig("folder", {"path": folder, "size": 224}, "mobilenet_v2", epochs=1, batch_size=32),
           verbose=0, overwrite=True)
 print(peak())
 """
@@ -92,10 +93,11 @@ def backbone_weights(run, path, size):
 
 def one(run, folder, size, model, epochs, transfer=None):
     from quantize.run import quantize_run
+    from training.config import TrainConfig
     from training.train import train
     start = time.perf_counter()
-    manifest = train(str(run), "folder", {"path": str(folder), "size": size}, model, epochs=epochs, patience=epochs,
-                     verbose=0, overwrite=True, transfer=transfer)
+    manifest = train(str(run), TrainConfig("folder", {"path": str(folder), "size": size}, model, epochs=epochs,
+                                           patience=epochs, transfer=transfer), verbose=0, overwrite=True)
     seconds = time.perf_counter() - start
     epochs_run = manifest["training"]["epochs_run"]
     manifest = quantize_run(str(run), stages=1, samples=200, auto_qat=False)

@@ -97,8 +97,7 @@ def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8"
         "accuracy_drop_points": drop, "threshold_points": threshold, "warned": drop > threshold,
         "op_version_rewrites": rewrites, **chosen,
     }
-    for later in ("compile", "deploy"):
-        manifest.pop(later, None)
+    runfolder.drop_after(manifest, "quantize")
     print(f"splitting {int8_path.name} into stages")
     manifest["split"], manifest["stages"] = write_stages(
         run_dir, int8_path, stages, cut_after or None, exits=exits or None, **plan_options)

@@ -8,6 +8,7 @@ from runfolder.manifest import (
     SCHEMA_VERSION,
     ManifestError,
     StepOrderError,
+    drop_after,
     file_record,
     load,
     require,
@@ -19,6 +20,6 @@ from runfolder.manifest import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "ManifestError", "StepOrderError", "file_record", "load",
+    "SCHEMA_VERSION", "ManifestError", "StepOrderError", "drop_after", "file_record", "load",
     "require", "resolve", "restage_command", "save", "sha256_of", "verify_file",
 ]

@@ -26,15 +26,24 @@ from runfolder.errors import UserError
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-# Which step writes which section: used to tell the user what to run first.
-_WRITER = {
-    "dataset": "python -m training",
-    "training": "python -m training",
-    "quantization": "python -m quantize",
-    "split": "python -m quantize",
-    "stages": "python -m quantize",
-    "compile": "python -m compile",
-}
+# The steps in the order they run, each with the sections it writes. A step's new results make every
+# later step's sections stale (``drop_after``); ``require`` names the step that writes a missing one.
+STEP_SECTIONS = (
+    ("training", ("dataset", "training", "accuracy")),
+    ("quantize", ("quantization", "split", "stages", "output")),
+    ("compile", ("compile",)),
+    ("deploy", ("deploy",)),
+)
+_WRITER = {section: f"python -m {step}" for step, sections in STEP_SECTIONS for section in sections
+           if section != "accuracy"}
+
+
+def drop_after(manifest, step):
+    """Removes from ``manifest`` the sections the steps after ``step`` wrote; returns their names."""
+    steps = [name for name, _ in STEP_SECTIONS]
+    dropped = [section for _, sections in STEP_SECTIONS[steps.index(step) + 1:] for section in sections
+               if manifest.pop(section, None) is not None]
+    return dropped
 
 
 class ManifestError(UserError):

@@ -74,7 +74,8 @@ def test_fine_tuning_opens_the_top_layers_and_keeps_batch_norm_frozen():
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_exactly(name, tmp_path):
     from quantize.run import quantize_run
-    from training.train import Transfer, train
+    from training.config import TrainConfig, Transfer
+    from training.train import train
     run = tmp_path / name
     fine = None
     if name == "mobilenet_v2":   # from a weights file: head on the frozen backbone, then fine-tuning
@@ -82,8 +83,8 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
         keras.applications.MobileNetV2(input_shape=SHAPE, include_top=False, weights=None,
                                        alpha=0.35).save_weights(weights)
         fine = Transfer(weights=str(weights), fine_tune_layers=6, fine_tune_epochs=1)
-    manifest = train(str(run), "shapes", {"size": 96, "samples": 60, "classes": 3}, name, epochs=1, verbose=0,
-                     transfer=fine)
+    manifest = train(str(run), TrainConfig("shapes", {"size": 96, "samples": 60, "classes": 3}, name, epochs=1,
+                                           transfer=fine), verbose=0)
     mean, std = BACKBONES[name].normalization
     assert manifest["training"]["input_normalization"] == {"mean": mean, "std": std}
     if fine:
@@ -102,15 +103,17 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
 
 
 def test_random_weights_train_the_whole_backbone_and_pretrained_ones_start_frozen(tmp_path, capsys):
-    from training.train import Transfer, train
+    from training.config import TrainConfig, Transfer
+    from training.train import train
     weights = tmp_path / "no_top.h5"
     keras.applications.MobileNet(input_shape=(32, 32, 3), include_top=False, weights=None,
                                  alpha=0.25).save_weights(weights)
     options = {"size": 32, "samples": 12, "classes": 2}
-    train(str(tmp_path / "random"), "shapes", options, "mobilenet_v1", epochs=1, verbose=0)
+    train(str(tmp_path / "random"), TrainConfig("shapes", options, "mobilenet_v1", epochs=1), verbose=0)
     assert "training the whole mobilenet_v1 (random weights)" in capsys.readouterr().out
-    train(str(tmp_path / "pre"), "shapes", options, "mobilenet_v1", epochs=1, verbose=0,
-          transfer=Transfer(weights=str(weights), fine_tune_layers=4, fine_tune_epochs=1))
+    train(str(tmp_path / "pre"), TrainConfig("shapes", options, "mobilenet_v1", epochs=1,
+                                             transfer=Transfer(weights=str(weights), fine_tune_layers=4,
+                                                               fine_tune_epochs=1)), verbose=0)
     out = capsys.readouterr().out
     assert "training the head on the frozen backbone: 0 backbone layers trainable" in out
     assert re.search(r"fine-tuning: [12] backbone layers trainable, learning rate 0.0001, epochs 2-2", out), out
@@ -122,9 +125,10 @@ def test_batch_norm_statistics_describe_the_network_as_trained_from_random_weigh
     short epochs left them off by a factor of 7 in the first layer and 10^7 in the last block, so the model
     was at chance in inference mode. Re-estimated before each validation, they match the data."""
     import datasets
+    from training.config import TrainConfig
     from training.train import train
     options = {"size": 64, "samples": 60, "classes": 4}
-    train(str(tmp_path / "run"), "shapes", options, "mobilenet_v2", epochs=2, batch_size=16, verbose=0)
+    train(str(tmp_path / "run"), TrainConfig("shapes", options, "mobilenet_v2", epochs=2, batch_size=16), verbose=0)
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     x = (datasets.load_dataset("shapes", **options).images[:200].astype(np.float32) - 128) / 128
     for conv, norm in (("Conv1", "bn_Conv1"), ("block_16_project", "block_16_project_BN")):
@@ -154,14 +158,16 @@ def test_statistics_are_the_mean_over_batches_and_frozen_layers_keep_theirs():
 
 def test_a_run_stopped_while_fine_tuning_resumes_with_its_own_augmentation_weights_and_phases(tmp_path, capsys):
     import runfolder
-    from training.train import Transfer, train
+    from training.config import TrainConfig, Transfer
+    from training.train import train
     weights = tmp_path / "no_top.h5"
     keras.applications.MobileNet(input_shape=(32, 32, 3), include_top=False, weights=None,
                                  alpha=0.25).save_weights(weights)
     run = tmp_path / "run"
-    train(str(run), "shapes", {"size": 32, "samples": 12, "classes": 2}, "mobilenet_v1", epochs=1, patience=5,
-          verbose=0, augment=("flip",), class_weights="balanced", batch_size=8,
-          transfer=Transfer(weights=str(weights), fine_tune_layers=4, fine_tune_epochs=2))
+    train(str(run), TrainConfig("shapes", {"size": 32, "samples": 12, "classes": 2}, "mobilenet_v1", epochs=1,
+                                patience=5, augment=("flip",), class_weights="balanced", batch_size=8,
+                                transfer=Transfer(weights=str(weights), fine_tune_layers=4, fine_tune_epochs=2)),
+          verbose=0)
     # As if the process died after the first fine-tuning epoch: its checkpoint and history row are the last.
     (run / "checkpoints" / "epoch_003.keras").unlink()
     (run / "model.keras").unlink()
@@ -186,9 +192,11 @@ def test_qat_runs_on_mobilenet_v2_and_says_why_not_on_efficientnet(tmp_path):
     from quantize.ptq import QuantizeError
     from quantize.qat import quantize_aware_copy
     from quantize.run import quantize_run
+    from training.config import TrainConfig
     from training.train import train
     run = tmp_path / "v2"
-    train(str(run), "shapes", {"size": 32, "samples": 30, "classes": 3}, "mobilenet_v2", epochs=1, verbose=0)
+    train(str(run), TrainConfig("shapes", {"size": 32, "samples": 30, "classes": 3}, "mobilenet_v2", epochs=1),
+          verbose=0)
     section = quantize_run(str(run), stages=2, samples=20, qat=True, qat_epochs=1)["quantization"]
     qat = section["qat"]
     assert qat["epochs"] == 1 and len(qat["history"]["loss"]) == 1

@@ -14,10 +14,11 @@ EXITS = ["after_block1", "after_block2"]
 def exit_run(tmp_path_factory):
     """A tiny digits run with two exit heads: 1 epoch, resumed for a 2nd, quantized into 3 stages."""
     from quantize.run import quantize_run
+    from training.config import TrainConfig
     from training.train import train
     run = tmp_path_factory.mktemp("exits") / "run"
-    train(str(run), "digits", {"variants": 2}, "splitnet", epochs=1, verbose=0, exits=EXITS)
-    train(str(run), epochs=2, resume=True, verbose=0)  # exits come back from the manifest
+    train(str(run), TrainConfig("digits", {"variants": 2}, "splitnet", epochs=1, exits=EXITS), verbose=0)
+    train(str(run), TrainConfig(epochs=2), resume=True, verbose=0)  # exits come back from the manifest
     quantize_run(str(run), stages=3, samples=50, auto_qat=False)  # PTQ only: QAT is tested on its own
     return run
 

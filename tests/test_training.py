@@ -6,6 +6,7 @@ import pytest
 
 import datasets
 import runfolder
+from training.config import TrainConfig
 from training.train import TrainingError, latest_checkpoint, train
 
 SMALL = {"variants": 1}
@@ -14,7 +15,7 @@ SMALL = {"variants": 1}
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("train") / "run"
-    train(str(run), "digits", SMALL, "splitnet", epochs=1, verbose=0)
+    train(str(run), TrainConfig("digits", SMALL, "splitnet", epochs=1), verbose=0)
     return run
 
 
@@ -48,7 +49,7 @@ def test_resume_continues_from_the_last_checkpoint(one_epoch_run, tmp_path):
     import shutil
     run = tmp_path / "resumed"
     shutil.copytree(one_epoch_run, run)
-    manifest = train(str(run), epochs=2, resume=True, verbose=0)
+    manifest = train(str(run), TrainConfig(epochs=2), resume=True, verbose=0)
     assert latest_checkpoint(str(run))[0] == 2
     history = json.loads((run / "history.json").read_text())
     assert len(history["loss"]) == 2  # epoch 1 kept from before, epoch 2 added
@@ -58,24 +59,24 @@ def test_resume_continues_from_the_last_checkpoint(one_epoch_run, tmp_path):
 
 def test_existing_run_is_not_overwritten_silently(one_epoch_run):
     with pytest.raises(TrainingError, match="--resume.*--overwrite"):
-        train(str(one_epoch_run), "digits", SMALL, epochs=1, verbose=0)
+        train(str(one_epoch_run), TrainConfig("digits", SMALL, epochs=1), verbose=0)
 
 
 def test_resume_of_nothing_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
-        train(str(tmp_path / "new"), "digits", SMALL, epochs=1, resume=True, verbose=0)
+        train(str(tmp_path / "new"), TrainConfig("digits", SMALL, epochs=1), resume=True, verbose=0)
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(TrainingError, match="not a run folder"):
-        train(str(tmp_path), "digits", SMALL, epochs=1, overwrite=True, verbose=0)
+        train(str(tmp_path), TrainConfig("digits", SMALL, epochs=1), overwrite=True, verbose=0)
     assert (tmp_path / "precious.txt").exists()
 
 
 def test_rgbnet_trains_on_shapes(tmp_path):
     run = tmp_path / "shapes"
-    manifest = train(str(run), "shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, verbose=0)
+    manifest = train(str(run), TrainConfig("shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1), verbose=0)
     assert manifest["dataset"]["input_spec"] == {"height": 24, "width": 24, "channels": 3}
     assert manifest["training"]["model"] == "rgbnet"
 
@@ -87,7 +88,7 @@ def test_rgbnet_learns_small_shapes_in_inference_mode(tmp_path):
     from training.keras_setup import keras
     run = tmp_path / "shapes"
     options = {"size": 24, "samples": 200}  # 560 train samples: 9 steps an epoch, 72 in all
-    manifest = train(str(run), "shapes", options, "rgbnet", epochs=8, patience=8, verbose=0)
+    manifest = train(str(run), TrainConfig("shapes", options, "rgbnet", epochs=8, patience=8), verbose=0)
     history = json.loads((run / "history.json").read_text())
     data = datasets.load_dataset("shapes", **options)
     train_idx = datasets.load_splits(str(run / "data" / "splits.npz"))["train"]
@@ -120,7 +121,7 @@ def test_interrupted_training_resumes_with_the_runs_own_data(one_epoch_run, tmp_
     with pytest.raises(runfolder.StepOrderError, match="did not finish.*--resume"):
         quantize_run(str(run))
     # Data set arguments given on resume are ignored in favour of the run's own.
-    manifest = train(str(run), "shapes", {"size": 8}, epochs=2, resume=True, verbose=0)
+    manifest = train(str(run), TrainConfig("shapes", {"size": 8}, epochs=2), resume=True, verbose=0)
     assert manifest["dataset"]["name"] == "digits" and manifest["training"]["status"] == "done"
     assert (run / "model.keras").exists()
 
@@ -128,7 +129,7 @@ def test_interrupted_training_resumes_with_the_runs_own_data(one_epoch_run, tmp_
 def test_bad_model_or_data_leaves_no_folder_behind(tmp_path):
     from training.models import ModelError
     with pytest.raises(ModelError, match="unknown model 'resnet9000'.*splitnet"):
-        train(str(tmp_path / "a"), "digits", SMALL, "resnet9000", epochs=1, verbose=0)
+        train(str(tmp_path / "a"), TrainConfig("digits", SMALL, "resnet9000", epochs=1), verbose=0)
     with pytest.raises(datasets.DatasetError):
-        train(str(tmp_path / "b"), "no_such_data", {}, epochs=1, verbose=0)
+        train(str(tmp_path / "b"), TrainConfig("no_such_data", {}, epochs=1), verbose=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -76,11 +76,13 @@ def test_augmentation_changes_training_batches_only(shapes):
 def test_the_int8_model_of_an_augmented_training_has_no_augmentation_ops(tmp_path):
     from tflitegraph.graph import read_graph
     from quantize.run import quantize_run
+    from training.config import TrainConfig
     from training.train import train
     ops = {}
     for name, augment in (("plain", ()), ("augmented", ("flip", "rotate", "zoom", "contrast", "translate"))):
         run = tmp_path / name
-        train(str(run), "shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, verbose=0, augment=augment)
+        train(str(run), TrainConfig("shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, augment=augment),
+              verbose=0)
         quantize_run(str(run), stages=2, samples=20, auto_qat=False)
         ops[name] = [op.name for op in read_graph((run / "model_int8.tflite").read_bytes()).ops]
     assert ops["augmented"] == ops["plain"]

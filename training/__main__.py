@@ -93,17 +93,18 @@ def main(argv=None):
     # A crash inside TensorFlow's native code otherwise ends the process with no word after TensorFlow's own
     # log lines; this prints where Python was (the run folder then says training did not finish).
     faulthandler.enable()
-    from training.train import DEFAULT_EPOCHS, Transfer, train  # imports TensorFlow: after --help
+    from training.config import DEFAULT_EPOCHS, TrainConfig, Transfer
+    from training.batches import parse_augment
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else \
         ((args.epochs or DEFAULT_EPOCHS) if args.fine_tune_layers else 0)
     transfer = Transfer(alpha=args.alpha, weights=None if args.weights.lower() == "none" else args.weights,
                         fine_tune_layers=args.fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                         input_size=args.input_size)
-    from training.batches import parse_augment
-    train(args.run, args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
-          args.learning_rate, args.patience, args.seed, args.resume, args.overwrite,
-          exits=args.exits, exit_weight=args.exit_weight, transfer=transfer, class_weights=args.class_weights,
-          augment=parse_augment(args.augment))
+    config = TrainConfig(args.dataset, dict(args.data_option), args.model, args.epochs, args.batch_size,
+                         args.learning_rate, args.patience, args.seed, tuple(args.exits), args.exit_weight,
+                         transfer, args.class_weights, parse_augment(args.augment)).check()
+    from training.train import train  # imports TensorFlow: after --help and the option checks
+    train(args.run, config, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

@@ -21,29 +21,10 @@ import datasets
 import runfolder
 from training import backbones, batch_norm, batches, models, plots
 from training.keras_setup import keras, tf
-from runfolder.errors import UserError
-
-
-@dataclasses.dataclass(frozen=True)
-class Transfer:
-    """How a backbone is built and trained (ignored by the small models)."""
-    alpha: float = None               # width multiplier; None: the backbone's default
-    weights: str = None               # "imagenet", a weights file, or None (random)
-    fine_tune_layers: int = 0         # backbone layers opened after the head is trained (BatchNorm stays frozen)
-    fine_tune_epochs: int = 0
-    input_size: int = None            # image size asked of the data set (its "size" option)
-    fine_tune_from_epoch: int = None  # recorded in the manifest: where fine-tuning began
-
-    def model_options(self):
-        return {"alpha": self.alpha, "weights": self.weights}
+from training.config import DEFAULT_EPOCHS, TrainConfig, TrainingError, Transfer  # noqa: F401 (re-exported)
 
 
 FEW_IMAGES = 10   # a class with fewer images gets a warning
-DEFAULT_EPOCHS = 8
-
-
-class TrainingError(UserError, ValueError):
-    """The run folder or the options do not allow training as asked."""
 
 
 def prepare_run_folder(run_dir, resume, overwrite):
@@ -202,156 +183,158 @@ def _with_main_aliases(history):
     return history
 
 
-def train(run_dir, dataset="digits", dataset_options=None, model_name=None, epochs=None,
-          batch_size=64, learning_rate=1e-3, patience=3, seed=0, resume=False, overwrite=False,
-          verbose=None, exits=(), exit_weight=0.3, *, transfer=None, class_weights=None, augment=()):
-    """Trains ``model_name`` on ``dataset`` into ``run_dir``; returns the manifest.
+def train(run_dir, config=TrainConfig(), *, resume=False, overwrite=False, verbose=None):
+    """Trains ``config`` (a ``TrainConfig``) into ``run_dir``; returns the manifest.
 
-    ``model_name`` None picks one for the data (``models.choose_model``). ``exits`` names
-    boundaries that get an early-exit head, trained jointly with the main head (loss weight 1)
-    at ``exit_weight`` each (seed 001). ``transfer`` (a ``Transfer``) sets a backbone's width,
-    weights and fine-tuning: the head is trained on the frozen backbone for ``epochs``, then the
-    top ``fine_tune_layers`` for ``fine_tune_epochs`` more at a tenth of the learning rate.
-    ``class_weights="balanced"`` weighs each class's loss by the inverse of its share of the train split.
-    ``augment`` (names from ``batches.AUGMENTATIONS``) transforms the training batches only.
+    For a backbone with weights and ``fine_tune_layers``, the head is trained on the frozen
+    backbone for ``epochs``, then the top layers for ``fine_tune_epochs`` more at a tenth of the
+    learning rate. ``resume`` continues from the last checkpoint with the config the run was
+    first given (only ``epochs`` may be asked anew).
 
     Raises:
       TrainingError, datasets.DatasetError, models.ModelError: with what to change.
     """
     if verbose is None:  # a progress bar in a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    if epochs is not None and epochs < 1:
-        raise TrainingError(f"--epochs must be at least 1, got {epochs}")
+    config.check()
     manifest = _manifest_to_resume(run_dir) if resume else None
     if manifest is not None:
-        section = manifest["dataset"]
-        dataset, dataset_options = section["name"], section["options"]
-        model_name, seed = manifest["training"]["model"], section["split_seed"]
-        transfer = Transfer(**manifest["training"]["transfer"]) if manifest["training"].get("transfer") else None
-        exits = [e["boundary"] for e in manifest["training"].get("exits", [])]
-        exit_weight = manifest["training"].get("exit_loss_weight", exit_weight)
-        asked = manifest["training"]   # as the first run was asked: the same batches, phases and weights
-        augment = tuple(asked.get("augment", augment))
-        class_weights = asked.get("class_weights", class_weights)
-        batch_size, learning_rate = asked.get("batch_size", batch_size), asked.get("learning_rate", learning_rate)
-        epochs = asked.get("epochs_asked") if epochs is None else epochs
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    if model_name is not None:
-        models.check_model_name(model_name)  # before the run folder is touched
-    transfer = transfer or Transfer()
-    exits = list(exits or [])
-    if exits:
-        if model_name is not None:
-            models.check_exits(model_name, exits)
-        if not exit_weight > 0:
-            raise TrainingError(f"--exit-weight must be above 0, got {exit_weight}")
-    dataset_options = dict(dataset_options or {})
-    if transfer.input_size:
-        dataset_options["size"] = transfer.input_size
-    if class_weights not in (None, "balanced"):
-        raise TrainingError(f"--class-weights {class_weights!r}: the choice is 'balanced' (or leave it out)")
-    if class_weights and exits:
-        raise TrainingError("--class-weights does not combine with --exits (Keras weighs classes of one output)")
-    data = datasets.load_dataset(dataset, **dataset_options)
+        config = config.resumed(manifest).check()
+    if config.model is not None:
+        models.check_model_name(config.model)  # before the run folder is touched
+        if config.exits:
+            models.check_exits(config.model, list(config.exits))
+    data = datasets.load_dataset(config.dataset, **config.data_options())
     _describe_data(data)
-    if model_name is None:
-        model_name, why = models.choose_model(data.images.shape[1:])
-        print(f"model: {model_name} (the default for {why}; --model to choose another)")
-        models.check_exits(model_name, exits)
-    if not models.is_backbone(model_name) and transfer != Transfer(input_size=transfer.input_size):
-        raise TrainingError(f"--alpha, --weights and --fine-tune-* are for the backbones, not {model_name}")
+    if config.model is None:
+        name, why = models.choose_model(data.images.shape[1:])
+        print(f"model: {name} (the default for {why}; --model to choose another)")
+        models.check_exits(name, list(config.exits))
+        config = dataclasses.replace(config, model=name)
+    if not models.is_backbone(config.model) and not config.transfer.is_plain():
+        raise TrainingError(f"--alpha, --weights and --fine-tune-* are for the backbones, not {config.model}")
     prepare_run_folder(run_dir, resume, overwrite)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(config.seed)
     if manifest is not None:
         splits = datasets.load_splits(runfolder.verify_file(run_dir, manifest["dataset"]["splits"], "split file"))
     else:
-        splits = datasets.make_splits(data, seed=seed)
+        splits = datasets.make_splits(data, seed=config.seed)
         manifest = runfolder.load(run_dir, create=True)
-        manifest["dataset"] = _dataset_section(run_dir, data, splits, seed)
+        manifest["dataset"] = _dataset_section(run_dir, data, splits, config.seed)
         # Saved before fitting, so an interrupted run can be resumed with the same data and model.
-        manifest["training"] = {"model": model_name, "status": "running", "epochs_asked": epochs,
-                                "batch_size": batch_size, "learning_rate": learning_rate,
-                                "augment": list(augment), "class_weights": class_weights,
-                                "transfer": dataclasses.asdict(transfer) if models.is_backbone(model_name) else None}
-        if exits:
-            manifest["training"].update(exits=_exit_entries(exits), exit_loss_weight=exit_weight)
+        manifest["training"] = {"status": "running", **_asked_section(config)}
         runfolder.save(run_dir, manifest)
-    normalization = models.NORMALIZATION[model_name]
-    outputs = 1 + len(exits)
+    model, phases = _fit(run_dir, config, data, splits, resume, verbose)
+    return _finish(run_dir, manifest, config, model, data, splits, phases)
 
-    def split(name, **options):   # uint8 stays uint8; inputs are made a batch at a time
-        return batches.batches(data.images, data.labels, splits[name], batch_size, normalization, outputs=outputs,
-                               **options)
-    train_batches = split("train", augment=augment, seed=seed)
+
+def _asked_section(config):
+    """The manifest's record of what the run was asked for: what resume restores."""
+    section = {"model": config.model, "epochs_asked": config.epochs_or_default(), "batch_size": config.batch_size,
+               "learning_rate": config.learning_rate, "augment": list(config.augment),
+               "class_weights": config.class_weights,
+               "transfer": dataclasses.asdict(config.transfer) if models.is_backbone(config.model) else None}
+    if config.exits:
+        section.update(exits=_exit_entries(config.exits), exit_loss_weight=config.exit_weight)
+    return section
+
+
+def _batches_of(config, data, splits):
+    """split(name, **options) -> batches of that split; uint8 stays uint8, inputs are made a batch at a time."""
+    normalization = models.NORMALIZATION[config.model]
+
+    def split(name, **options):
+        return batches.batches(data.images, data.labels, splits[name], config.batch_size, normalization,
+                               outputs=1 + len(config.exits), **options)
+    return split
+
+
+def _phases(config):
+    """[(last epoch, backbone layers open, learning rate)]: the head, then fine-tuning when asked."""
+    epochs, transfer = config.epochs_or_default(), config.transfer
+    phases = [(epochs, 0, config.learning_rate)]
+    if models.is_backbone(config.model) and transfer.weights and transfer.fine_tune_layers and \
+            transfer.fine_tune_epochs:
+        phases.append((epochs + transfer.fine_tune_epochs, transfer.fine_tune_layers, config.learning_rate / 10.0))
+    return phases
+
+
+def _fit(run_dir, config, data, splits, resume, verbose):
+    """Builds or resumes the model and fits every phase not yet run; returns (model, phases)."""
+    split = _batches_of(config, data, splits)
+    train_batches = split("train", augment=config.augment, seed=config.seed)
+    backbone = models.is_backbone(config.model)
     start_epoch, checkpoint = latest_checkpoint(run_dir) if resume else (0, None)
     if checkpoint:
         print(f"resuming from {checkpoint} (epoch {start_epoch})")
         model = keras.models.load_model(checkpoint)
     else:
-        model = models.build_model(model_name, data.images.shape[1:], len(data.class_names), exits,
-                                   **transfer.model_options() if models.is_backbone(model_name) else {})
+        model = models.build_model(config.model, data.images.shape[1:], len(data.class_names), list(config.exits),
+                                   **config.transfer.model_options() if backbone else {})
     ckpt_dir = pathlib.Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     history_csv = os.path.join(run_dir, "history.csv")
-
-    statistics_batches = split("train", seed=seed + 1)   # not augmented: the images inference will see
+    statistics_batches = split("train", seed=config.seed + 1)   # not augmented: the images inference will see
 
     def callbacks(append):
         return [batch_norm.PreciseBatchNorm(statistics_batches),
                 keras.callbacks.ModelCheckpoint(str(ckpt_dir / "epoch_{epoch:03d}.keras")),
                 keras.callbacks.CSVLogger(history_csv, append=append),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
-    phases = [(epochs, 0, learning_rate)]   # (last epoch, layers open, learning rate)
-    if models.is_backbone(model_name) and transfer.weights and transfer.fine_tune_layers and transfer.fine_tune_epochs:
-        phases.append((epochs + transfer.fine_tune_epochs, transfer.fine_tune_layers, learning_rate / 10.0))
-    total = phases[-1][0]
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                              restore_best_weights=True)]
+    phases = _phases(config)
     for phase, (last, open_layers, rate) in enumerate(phases):
         first = 0 if phase == 0 else phases[phase - 1][0]
         if start_epoch >= last:
             continue
-        if models.is_backbone(model_name) and not transfer.weights:
+        if backbone and not config.transfer.weights:
             for layer in model.layers:   # random weights: nothing learnt to keep, the whole network trains
                 layer.trainable = True
-            print(f"training the whole {model_name} (random weights), epochs {first + 1}-{last}")
-        elif models.is_backbone(model_name):
+            print(f"training the whole {config.model} (random weights), epochs {first + 1}-{last}")
+        elif backbone:
             opened = backbones.set_trainable(model, open_layers)
             print(f"{'fine-tuning:' if phase else 'training the head on the frozen backbone:'} "
                   f"{opened} backbone layers trainable, learning rate {rate:g}, epochs {first + 1}-{last}")
-        if not (checkpoint and phase == 0 and not models.is_backbone(model_name)):
-            _compile(model, rate, exits, exit_weight)   # a resumed small model keeps its optimizer state
+        if not (checkpoint and phase == 0 and not backbone):
+            _compile(model, rate, config.exits, config.exit_weight)   # a resumed small model keeps its optimizer
         model.fit(train_batches, validation_data=split("val"), epochs=last, initial_epoch=max(start_epoch, first),
                   callbacks=callbacks(append=bool(checkpoint) or phase > 0), verbose=verbose,
                   class_weight=balanced_weights(data.labels[splits["train"]], len(data.class_names))
-                  if class_weights else None)
-    if start_epoch >= total:
-        print(f"already trained {start_epoch} epochs (asked for {total}); nothing to do")
+                  if config.class_weights else None)
+    if start_epoch >= phases[-1][0]:
+        print(f"already trained {start_epoch} epochs (asked for {phases[-1][0]}); nothing to do")
+    return model, phases
+
+
+def _finish(run_dir, manifest, config, model, data, splits, phases):
+    """Saves the model, history, plot and test accuracy into the run folder and its manifest."""
     model_path = pathlib.Path(run_dir) / "model.keras"
     model.save(model_path)
-    history = _with_main_aliases(_read_history(history_csv))
+    history = _with_main_aliases(_read_history(os.path.join(run_dir, "history.csv")))
     (pathlib.Path(run_dir) / "history.json").write_text(json.dumps(history, indent=1))
+    epochs = config.epochs_or_default()
     fine_tune_from = epochs + 1 if len(phases) > 1 else None
-    plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{model_name} on {dataset}", fine_tune_from)
-    scores = model.evaluate(split("test"), verbose=0, return_dict=True)
-    test_accuracy = scores[f"{models.MAIN_OUTPUT}_accuracy" if exits else "accuracy"]
+    plots.plot_history(history, pathlib.Path(run_dir) / "history.png", f"{config.model} on {config.dataset}",
+                       fine_tune_from)
+    scores = model.evaluate(_batches_of(config, data, splits)("test"), verbose=0, return_dict=True)
+    test_accuracy = scores[f"{models.MAIN_OUTPUT}_accuracy" if config.exits else "accuracy"]
+    normalization = models.NORMALIZATION[config.model]
+    asked = _asked_section(config)
     manifest["training"] = {
-        "model": model_name, "status": "done", "keras_flavour": f"tf_keras {keras.__version__}",
+        **asked, "status": "done", "keras_flavour": f"tf_keras {keras.__version__}",
         "tensorflow": tf.__version__, "keras_model": runfolder.file_record(run_dir, model_path),
-        "epochs_run": len(history.get("loss", [])), "epochs_asked": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "boundaries": models.BOUNDARIES.get(model_name, []),
+        "epochs_run": len(history.get("loss", [])), "boundaries": models.BOUNDARIES.get(config.model, []),
         "history": "history.json", "plot": "history.png",
         "input_normalization": {"mean": normalization[0], "std": normalization[1]},
-        "class_weights": class_weights, "augment": list(augment), **_outcome(history, total),
-        "transfer": dict(dataclasses.asdict(transfer), fine_tune_from_epoch=fine_tune_from)
-        if models.is_backbone(model_name) else None,
+        **_outcome(history, phases[-1][0]),
+        "transfer": dict(asked["transfer"], fine_tune_from_epoch=fine_tune_from) if asked["transfer"] else None,
     }
-    if exits:
-        manifest["training"]["exit_loss_weight"] = exit_weight
+    if config.exits:
         manifest["training"]["exits"] = [
             {**entry, "test_accuracy": float(scores[f"{entry['output']}_accuracy"]),
              "val_accuracy": history.get(f"val_{entry['output']}_accuracy", [None])[-1]}
-            for entry in _exit_entries(exits)]
-    for later in ("quantization", "split", "stages", "output", "compile", "deploy"):
-        manifest.pop(later, None)  # a new model makes later steps' results stale
+            for entry in _exit_entries(config.exits)]
+    runfolder.drop_after(manifest, "training")   # a new model makes later steps' results stale
     manifest["accuracy"] = {"float": float(test_accuracy)}
     runfolder.save(run_dir, manifest)
     _report(manifest["training"], test_accuracy, len(data.labels[splits["test"]]), len(data.class_names), run_dir)
