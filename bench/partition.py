@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from tflitegraph.graph import read_graph
 from quantize.profile import stage_models, time_models
 from quantize.stages import plan_split
+from quantize.plan_options import PlanOptions
 
 OBJECTIVES = ("macs", "params", "latency")
 DEFAULT_MODEL = REPO.parent / "shared" / "coral_test_data" / "mobilenet_v2_1.0_224_quant.tflite"
@@ -42,7 +43,8 @@ def main():
     figures = {"model": pathlib.Path(args.model).name, "runs": args.runs, "unsplit_ms": round(whole, 4),
                "results": []}
     for n in counts:
-        plans = {b: plan_split(graph, n, balance=b, runs=max(10, args.runs // 2), progress=lambda *_: None)
+        plans = {b: plan_split(graph, PlanOptions(stages=n, balance=b, runs=max(10, args.runs // 2)),
+                              progress=lambda *_: None)
                  for b in OBJECTIVES}
         models = [m for b in OBJECTIVES for m in stage_models(graph, plans[b].cuts)]
         times = time_models(models, runs=args.runs)

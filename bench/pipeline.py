@@ -29,6 +29,7 @@ from deploy.pipeline.bench import bench_chain
 from deploy.core.open import open_chain
 from deploy.core.runtime import load_runtime, make_interpreter
 from deploy.core.verify import sample_feeds
+from quantize.plan_options import PlanOptions
 
 MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                      "coral_test_data", "mobilenet_v2_1.0_224_quant.tflite")
@@ -48,7 +49,7 @@ def split_run(model, stages, work, balance="latency"):
         except ImportError as exc:
             sys.exit(f"{out} does not exist and quantize cannot run here ({exc}); run this script once with "
                      "the main venv (.venv/bin/python) to make the splits")
-        split_into(out, model, stages, progress=lambda *_: None, balance=balance, threads=1)
+        split_into(out, model, PlanOptions(stages=stages, balance=balance, threads=1), progress=lambda *_: None)
     return out
 
 

@@ -31,6 +31,7 @@ from deploy.core.open import open_chain
 from deploy.core.runtime import load_runtime
 from deploy.core.tensors import dequantize, quantize
 from deploy.core.verify import sample_feeds
+from quantize.plan_options import PlanOptions
 
 MNV2 = os.path.normpath(os.path.join(REPO, "..", "shared", "coral_test_data", "mobilenet_v2_1.0_224_quant.tflite"))
 
@@ -60,7 +61,7 @@ def ensure_run(run, train_if_missing):
     from training.config import TrainConfig
     from training.train import train
     train(run, TrainConfig("digits", {"variants": 2}, "splitnet", epochs=1), verbose=0)
-    quantize_run(run, stages=3, samples=50)
+    quantize_run(run, PlanOptions(stages=3), samples=50)
 
 
 def seed_submodels(model, boundaries):
@@ -148,7 +149,7 @@ def split_cost(model, stages, samples, warmup, threads, work):
     from quantize.stages import split_into
     out = os.path.join(work, f"{os.path.splitext(os.path.basename(model))[0]}_{stages}_macs")
     if not os.path.exists(os.path.join(out, "manifest.json")):
-        split_into(out, model, stages, progress=lambda *_: None)
+        split_into(out, model, PlanOptions(stages=stages), progress=lambda *_: None)
     _, chain = open_chain(out, "cpu", threads, tpus=[])
     whole = whole_model_chain(model, num_threads=threads)
     feeds = sample_feeds(chain, samples)

@@ -33,6 +33,8 @@ from training.backbones import BACKBONES
 RSS = """
 import sys
 import numpy as np
+
+
 def peak():   # VmHWM starts anew at exec (ru_maxrss would carry the parent's peak over)
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 mode, folder = sys.argv[1], sys.argv[2]
@@ -92,6 +94,8 @@ def backbone_weights(run, path, size):
 
 
 def one(run, folder, size, model, epochs, transfer=None):
+    from quantize.plan_options import PlanOptions
+    from quantize.qat import QatPolicy
     from quantize.run import quantize_run
     from training.config import TrainConfig
     from training.train import train
@@ -100,7 +104,7 @@ def one(run, folder, size, model, epochs, transfer=None):
                                            patience=epochs, transfer=transfer), verbose=0, overwrite=True)
     seconds = time.perf_counter() - start
     epochs_run = manifest["training"]["epochs_run"]
-    manifest = quantize_run(str(run), stages=1, samples=200, auto_qat=False)
+    manifest = quantize_run(str(run), PlanOptions(stages=1), samples=200, qat=QatPolicy(auto=False))
     accuracy = manifest["accuracy"]
     return {"float": round(accuracy["float"], 4), "int8": round(accuracy["int8"], 4),
             "drop_points": round(100 * (accuracy["float"] - accuracy["int8"]), 2),

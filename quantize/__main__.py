@@ -54,12 +54,12 @@ def _add_write_options(parser):
 
 
 def _plan_options(args, profile=False):
-    options = {"balance": args.balance, "single_tensor": args.single_tensor_cuts, "runs": args.profile_runs,
-               "threads": args.profile_threads, "profile": profile, "xnnpack": args.profile_kernels == "xnnpack",
-               "isolate_unsupported": args.isolate_unsupported}
-    if hasattr(args, "keep_op_versions"):
-        options["keep_op_versions"] = args.keep_op_versions
-    return options
+    """The PlanOptions the cut options on the command line ask for."""
+    from quantize.plan_options import PlanOptions
+    return PlanOptions(stages=args.stages, cut_after=args.cut_after, balance=args.balance,
+                       single_tensor=args.single_tensor_cuts, isolate_unsupported=args.isolate_unsupported,
+                       profile=profile, runs=args.profile_runs, threads=args.profile_threads,
+                       xnnpack=args.profile_kernels == "xnnpack")
 
 
 def _int8_model(path):
@@ -111,16 +111,14 @@ def _model_command(command, argv):
     from quantize.plan_table import format_plan
     from quantize.stages import plan_split, split_into
     from tflitegraph.graph import read_graph
-    stages = args.stages or (None if args.isolate_unsupported else DEFAULT_STAGES)
     if command == "split":
-        manifest = split_into(args.out, args.model, stages, args.cut_after,
-                              overwrite=args.overwrite, contract=_contract(args), **_plan_options(args))
+        manifest = split_into(args.out, args.model, _plan_options(args), overwrite=args.overwrite,
+                              contract=_contract(args), keep_op_versions=args.keep_op_versions)
         print(f"wrote stages and manifest to {args.out}")
         print(describe_contract(manifest))
     else:
-        plan = plan_split(read_graph(_int8_model(args.model)), stages, args.cut_after,
-                          progress=lambda line: print(line, file=sys.stderr),
-                          **_plan_options(args, profile=not args.no_profile))
+        plan = plan_split(read_graph(_int8_model(args.model)), _plan_options(args, profile=not args.no_profile),
+                          progress=lambda line: print(line, file=sys.stderr))
         print("\n".join(format_plan(plan)))
     return 0
 
@@ -149,11 +147,11 @@ def main(argv=None):
     parser.add_argument("--qat-epochs", type=int, default=3, metavar="N",
                         help="epochs of quantization-aware training (default 3)")
     args = parser.parse_args(argv)
+    from quantize.qat import QatPolicy
     from quantize.run import quantize_run
-    default = None if args.cut_after or args.isolate_unsupported else DEFAULT_STAGES
-    quantize_run(args.run, args.stages or default, args.cut_after,
-                 args.io_type, args.samples, args.threshold, qat=args.qat, auto_qat=args.auto_qat,
-                 qat_epochs=args.qat_epochs, **_plan_options(args))
+    policy = QatPolicy(asked=args.qat, auto=args.auto_qat, threshold=args.threshold, epochs=args.qat_epochs)
+    quantize_run(args.run, _plan_options(args), args.io_type, args.samples, policy,
+                 keep_op_versions=args.keep_op_versions)
     return 0
 
 

@@ -9,9 +9,9 @@ from deploy.core.classify import evaluate, whole_model_chain
 from deploy.core.open import load_test_set
 from deploy.core.classify import output_accuracies
 from deploy.core.progress import printer
-from quantize import DEFAULT_STAGES
 from quantize.edgetpu_check import describe_changes, lower_op_versions
 from quantize.exit_heads import prepare_exit_model
+from quantize.plan_options import PlanOptions
 from tflitegraph.graph import read_graph
 from quantize.ptq import convert_int8
 from quantize.qat import QatPolicy, RunData, check_epochs, choose_int8
@@ -19,21 +19,22 @@ from quantize.stages import output_contract, write_stages
 from training.keras_setup import keras
 
 
-def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8", samples=300, threshold=0.5,
-                 qat=False, auto_qat=True, qat_epochs=3, **plan_options):
+def quantize_run(run_dir, options=PlanOptions(), io_type="uint8", samples=300, qat=QatPolicy(),
+                 keep_op_versions=False):
     """Quantizes the run's Keras model to full int8, evaluates it, and splits it into stages.
 
     Args:
-      threshold: percentage points of accuracy the int8 model may lose before a loud warning
-        (and before quantization-aware training starts, with ``auto_qat``).
-      qat, auto_qat, qat_epochs: run QAT always / when PTQ loses more than ``threshold``, for this
-        many epochs; the int8 model more accurate on the validation split is kept (quantize.qat).
-      plan_options: how to cut (balance, profile, runs, threads, single_tensor; see
-        quantize.stages.plan_split).
+      options: how to cut (quantize.plan_options.PlanOptions).
+      samples: representative samples for calibration.
+      qat: when quantization-aware training runs (always, or when PTQ loses more than
+        ``qat.threshold`` points, which also warns loudly); the int8 model more accurate on the
+        validation split is kept (quantize.qat).
+      keep_op_versions: write op versions as converted, even those compiler 16.0 refuses.
     Returns:
       The updated manifest.
     """
-    check_epochs(qat_epochs)
+    check_epochs(qat.epochs)
+    threshold = qat.threshold
     manifest = runfolder.load(run_dir)
     section = runfolder.require(manifest, "dataset", run_dir, "quantize")
     training = runfolder.require(manifest, "training", run_dir, "quantize")
@@ -61,7 +62,7 @@ def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8"
         rewrites = []
         if exits:  # outputs in Keras order and names, each exit head right after its boundary
             int8_bytes = prepare_exit_model(int8_bytes, list(model.output_names))
-        if not plan_options.get("keep_op_versions"):
+        if not keep_op_versions:
             int8_bytes, rewrites = lower_op_versions(int8_bytes)
             for line in describe_changes(rewrites):
                 print("lowered for edgetpu_compiler 16.0: " + line)
@@ -75,8 +76,7 @@ def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8"
     run = RunData(model=model, data=data, splits=splits, representative=representative, io_type=io_type,
                   finish=finish, images=images, labels=labels)
     result, chosen = choose_int8(run_dir, int8_path, result, manifest.get("accuracy", {}).get("float", result["accuracy"]),
-                                 run, QatPolicy(asked=qat, auto=auto_qat, threshold=threshold, epochs=qat_epochs),
-                                 training)
+                                 run, qat, training)
     rewrites = chosen.pop("op_version_rewrites", rewrites)
     accuracy = manifest.setdefault("accuracy", {})
     accuracy["int8"] = result["accuracy"]
@@ -99,8 +99,8 @@ def quantize_run(run_dir, stages=DEFAULT_STAGES, cut_after=None, io_type="uint8"
     }
     runfolder.drop_after(manifest, "quantize")
     print(f"splitting {int8_path.name} into stages")
-    manifest["split"], manifest["stages"] = write_stages(
-        run_dir, int8_path, stages, cut_after or None, exits=exits or None, **plan_options)
+    manifest["split"], manifest["stages"] = write_stages(   # op versions are lowered (or kept) already
+        run_dir, int8_path, options, print, lower_versions=False, exits=exits or None)
     manifest["output"] = output_contract(read_graph(str(int8_path)))   # an imported model may end in a softmax
     runfolder.save(run_dir, manifest)
     return manifest

@@ -19,6 +19,7 @@ from quantize.partition import (
     cut_after_plan,
     isolating_plan,
 )
+from quantize.plan_options import PlanOptions
 from quantize.plan_table import format_plan
 from quantize.profile import op_latencies, stage_latencies
 from quantize.split import cut_positions_after, describe_tensor, split_model
@@ -45,12 +46,11 @@ def check_full_int8(graph):
                 "or TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
 
 
-def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False, runs=30, threads=1,
-               single_tensor=False, isolate_unsupported=False, xnnpack=True, progress=print, exits=None):
-    """The Plan for ``--cut-after`` names, or the optimal one for ``--stages`` and ``--balance``.
+def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
+    """The Plan for ``options.cut_after`` names, or the optimal one for its ``stages`` and ``balance``.
 
     Profiles each op's CPU latency with the real interpreter when the
-    objective is latency or ``profile`` is set (for the plan's latency column).
+    objective is latency or ``options.profile`` is set (for the plan's latency column).
     With ``isolate_unsupported`` every run of ops the Edge TPU cannot run gets
     its own CPU stage (``stages`` None: as few stages as that takes).
     With ``exits`` (see ``quantize.exit_heads.exit_cut_positions``) the cuts
@@ -62,49 +62,48 @@ def plan_split(graph, stages=None, cut_after=None, balance="macs", profile=False
         raise GraphError("the model is already compiled for the Edge TPU (it has an edgetpu-custom-op): split the "
                          "model you gave the compiler (the file without _edgetpu), then compile the stages")
     check_full_int8(graph)
-    if balance not in OBJECTIVES:
-        raise GraphError(f"unknown --balance '{balance}'; choose one of {', '.join(OBJECTIVES)}")
-    if exits and isolate_unsupported:
+    o = options
+    if o.balance not in OBJECTIVES:
+        raise GraphError(f"unknown --balance '{o.balance}'; choose one of {', '.join(OBJECTIVES)}")
+    if exits and o.isolate_unsupported:
         raise GraphError("--isolate-unsupported chooses its own cuts and an early-exit model is cut at its "
                          "exits; drop --isolate-unsupported")
-    if cut_after and isolate_unsupported:
+    if o.cut_after and o.isolate_unsupported:
         raise GraphError("--isolate-unsupported chooses its own cuts; drop --cut-after or it")
-    if not cut_after and not isolate_unsupported and not exits:
-        check_stage_count(graph, stages or 1)
+    if not o.cut_after and not o.isolate_unsupported and not exits:
+        check_stage_count(graph, o.stage_count())
     latencies = None
-    if balance == "latency" and not cut_after or profile:
-        kernels = "XNNPACK" if xnnpack else "built-in"
-        progress(f"profiling {len(graph.ops)} ops on the CPU ({runs} rounds, {threads} thread(s), {kernels} kernels)")
-        latencies = op_latencies(graph, runs=runs, num_threads=threads, xnnpack=xnnpack)
+    if o.times_ops():
+        kernels = "XNNPACK" if o.xnnpack else "built-in"
+        progress(f"profiling {len(graph.ops)} ops on the CPU ({o.runs} rounds, {o.threads} thread(s), {kernels} kernels)")
+        latencies = op_latencies(graph, runs=o.runs, num_threads=o.threads, xnnpack=o.xnnpack)
     if exits:
-        cuts = sorted(set(exit_cut_positions(graph, exits)) | set(cut_positions_after(graph, cut_after or [])))
-        if stages and stages != len(cuts) + 1:
+        cuts = sorted(set(exit_cut_positions(graph, exits)) | set(cut_positions_after(graph, o.cut_after)))
+        if o.stages and o.stages != len(cuts) + 1:
             progress(f"note: the model has {len(exits)} early exit(s); cutting at them gives {len(cuts) + 1} "
-                     f"stages (--stages {stages} ignored; add cuts with --cut-after)")
+                     f"stages (--stages {o.stages} ignored; add cuts with --cut-after)")
         return cut_after_plan(graph, cuts, latencies)
-    if cut_after:
-        return cut_after_plan(graph, cut_positions_after(graph, cut_after), latencies)
-    if isolate_unsupported:
+    if o.cut_after:
+        return cut_after_plan(graph, cut_positions_after(graph, o.cut_after), latencies)
+    if o.isolate_unsupported:
         supported = supported_ops(graph)
         progress(f"isolating unsupported ops: {supported.count(False)} of {len(supported)} ops cannot run "
                  "on the Edge TPU")
-        return isolating_plan(graph, supported, stages, balance, latencies)
-    return balanced_plan(graph, stages or 1, balance, latencies, single_tensor,
-                         measure=lambda cuts: stage_latencies(graph, cuts, runs=runs, num_threads=threads,
-                                                              xnnpack=xnnpack))
+        return isolating_plan(graph, supported, o.stages, o.balance, latencies)
+    return balanced_plan(graph, o.stage_count(), o.balance, latencies, o.single_tensor,
+                         measure=lambda cuts: stage_latencies(graph, cuts, runs=o.runs, num_threads=o.threads,
+                                                              xnnpack=o.xnnpack))
 
 
-def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=print, keep_op_versions=False,
-                 exits=None, **plan_options):
-    """Splits ``model_path`` and writes ``stages/stage_K.tflite`` into ``run_dir``.
+def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, lower_versions=True, exits=None):
+    """Splits ``model_path`` as ``options`` say and writes ``stages/stage_K.tflite`` into ``run_dir``.
 
-    Op versions compiler 16.0 would refuse are lowered in the stage files where
-    the kernels provably compute the same (unless ``keep_op_versions``), and
-    each stage gets the pre-flight prediction of where its ops will run.
-    ``plan_options`` go to ``plan_split`` (balance, profile, runs, threads, xnnpack,
-    single_tensor, isolate_unsupported). ``exits`` ([{name, boundary, output}]
-    of the training manifest) cut after each exit head; the stage ending there
-    gets an ``exit`` entry naming the head's logits output.
+    With ``lower_versions``, op versions compiler 16.0 would refuse are lowered
+    in the stage files where the kernels provably compute the same (``quantize_run``
+    has lowered its model already and says False). Each stage gets the
+    pre-flight prediction of where its ops will run. ``exits`` ([{name, boundary,
+    output}] of the training manifest) cut after each exit head; the stage ending
+    there gets an ``exit`` entry naming the head's logits output.
     Returns:
       (split section, stages list) for the manifest.
     Raises:
@@ -112,12 +111,12 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
     """
     data = pathlib.Path(model_path).read_bytes()
     changes = []
-    if not keep_op_versions:
+    if lower_versions:
         data, changes = lower_op_versions(data)
         for line in describe_changes(changes):
             progress("  lowered for edgetpu_compiler 16.0: " + line)
     graph = read_graph(data)
-    plan = plan_split(graph, stages, cut_after, progress=progress, exits=exits, **plan_options)
+    plan = plan_split(graph, options, progress, exits)
     parts = split_model(graph, plan.cuts)
     out = pathlib.Path(run_dir) / "stages"
     if out.exists():
@@ -143,13 +142,12 @@ def write_stages(run_dir, model_path, stages=None, cut_after=None, progress=prin
     split = {
         "source": runfolder.file_record(run_dir, model_path) if _inside(run_dir, model_path)
         else {"path": str(pathlib.Path(model_path).resolve()), "sha256": runfolder.sha256_of(model_path)},
-        "method": "exits" if exits else "cut-after" if cut_after else plan.objective if plan.targets else f"balanced-{plan.objective}",
+        "method": "exits" if exits else "cut-after" if options.cut_after else plan.objective if plan.targets else f"balanced-{plan.objective}",
         "op_version_rewrites": changes,
-        "cut_after": list(cut_after or []), "cut_positions": plan.cuts,
+        "cut_after": list(options.cut_after), "cut_positions": plan.cuts,
         "crossing": [names for names, _ in plan.crossing],
-        "balance": {**plan.to_dict(), "profile": None if plan.latency_ms is None else {
-            "runs": plan_options.get("runs", 30), "threads": plan_options.get("threads", 1),
-            "kernels": "xnnpack" if plan_options.get("xnnpack", True) else "builtin"}},
+        "balance": {**plan.to_dict(), "profile": None if plan.latency_ms is None else
+                    options.profile_record()},
         "model_inputs": [describe_tensor(graph, t) for t in graph.inputs],
         "model_outputs": [describe_tensor(graph, t) for t in graph.outputs],
     }
@@ -171,9 +169,9 @@ def _inside(run_dir, path):
         return False
 
 
-def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print, overwrite=False, contract=None,
-               **plan_options):
-    """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``.
+def split_into(out_dir, model_path, options=PlanOptions(), progress=print, overwrite=False, contract=None,
+               keep_op_versions=False):
+    """``quantize split``: stages of any full-int8 tflite in a new run folder ``out_dir``, cut as ``options`` say.
 
     ``contract``: {"input": {"normalization", "source", "resize_method", "color_order"}?, "labels":
     {"source", "names"}?} as given on the command line (the normalization, when not given, read from the
@@ -191,8 +189,7 @@ def split_into(out_dir, model_path, stages=None, cut_after=None, progress=print,
         shutil.rmtree(out)
     graph = read_graph(model_path)
     manifest = runfolder.load(out_dir, create=True)
-    split, entries = write_stages(out_dir, model_path, stages, cut_after, progress,
-                                   **plan_options)
+    split, entries = write_stages(out_dir, model_path, options, progress, lower_versions=not keep_op_versions)
     manifest["quantization"] = {"int8_model": split["source"], "external": True}
     manifest["split"], manifest["stages"] = split, entries
     manifest["output"] = output_contract(graph)

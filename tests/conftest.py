@@ -45,12 +45,14 @@ def tiny_run(tmp_path_factory):
 
     Session-wide and read-only: tests that change a run copy it with ``copy_run``.
     """
+    from quantize.plan_options import PlanOptions
+    from quantize.qat import QatPolicy
     from quantize.run import quantize_run
     from training.config import TrainConfig
     from training.train import train
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(str(run), TrainConfig("digits", {"variants": 2}, "splitnet", epochs=1), verbose=0)
-    quantize_run(str(run), stages=3, samples=50, auto_qat=False)   # QAT has tests of its own
+    quantize_run(str(run), PlanOptions(stages=3), samples=50, qat=QatPolicy(auto=False))   # QAT has tests of its own
     return run
 
 

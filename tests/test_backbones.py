@@ -12,6 +12,8 @@ from deploy.cli.actions import verify_run
 from training.backbones import BACKBONES, set_trainable
 from training.keras_setup import keras
 from training.models import ModelError, build_model, choose_model, exit_output_name
+from quantize.plan_options import PlanOptions
+from quantize.qat import QatPolicy
 
 SHAPE = (96, 96, 3)
 
@@ -89,7 +91,7 @@ def test_every_backbone_goes_to_int8_on_raw_pixels_maps_to_the_tpu_and_splits_ex
     assert manifest["training"]["input_normalization"] == {"mean": mean, "std": std}
     if fine:
         assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["transfer"]["fine_tune_from_epoch"] == 2
-    manifest = quantize_run(str(run), stages=2, samples=20, auto_qat=False)
+    manifest = quantize_run(str(run), PlanOptions(stages=2), samples=20, qat=QatPolicy(auto=False))
     tensor = manifest["stages"][0]["inputs"][0]
     assert (tensor["dtype"], tensor["scale"], tensor["zero_point"]) == ("uint8", 1 / std, mean)
     chain = open_chain(run)[1]
@@ -197,7 +199,7 @@ def test_qat_runs_on_mobilenet_v2_and_says_why_not_on_efficientnet(tmp_path):
     run = tmp_path / "v2"
     train(str(run), TrainConfig("shapes", {"size": 32, "samples": 30, "classes": 3}, "mobilenet_v2", epochs=1),
           verbose=0)
-    section = quantize_run(str(run), stages=2, samples=20, qat=True, qat_epochs=1)["quantization"]
+    section = quantize_run(str(run), PlanOptions(stages=2), samples=20, qat=QatPolicy(asked=True, epochs=1))["quantization"]
     qat = section["qat"]
     assert qat["epochs"] == 1 and len(qat["history"]["loss"]) == 1
     assert qat["extra_ops"] == {} and qat["unfolded"] == {}, "BatchNorm folded and ReLU6 fused as in PTQ"

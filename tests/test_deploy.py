@@ -22,6 +22,7 @@ from deploy.core.runtime import make_interpreter
 from deploy.core.stages import load_stages
 from quantize.stages import split_into
 from tests.conftest import copy_run, run_cli
+from quantize.plan_options import PlanOptions
 
 MOBILENET = "mobilenet_v1_0.25_128_quant.tflite"
 MOBILENET_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
@@ -75,7 +76,7 @@ def largest_weight_span(path):
 
 
 def split_mobilenet(coral_data, out, stages):
-    split_into(str(out), str(coral_data / MOBILENET), stages, progress=quiet)
+    split_into(str(out), str(coral_data / MOBILENET), PlanOptions(stages=stages), progress=quiet)
     return out
 
 
@@ -122,7 +123,7 @@ def test_verify_run_on_own_model_is_bit_exact(tiny_run, tmp_path, capsys):
     # A fresh split of the same int8 model, into more stages, through the library.
     int8 = runfolder.resolve(run, runfolder.load(run)["quantization"]["int8_model"])
     out = tmp_path / "four"
-    manifest = split_into(str(out), str(int8), stages=4, progress=quiet)
+    manifest = split_into(str(out), str(int8), PlanOptions(stages=4), progress=quiet)
     assert len(manifest["stages"]) == 4
     result = verify_run(str(out), reference=str(int8), samples=16)
     assert result["bit_exact"] is True and result["max_abs_difference"] == 0

@@ -148,9 +148,10 @@ def test_verify_in_deploy_only_env_is_bit_exact(pi_python, tiny_run, tmp_path):
 
 
 def test_verify_coral_split_made_in_main_env_in_deploy_only_env(pi_python, coral_data, tmp_path):
+    from quantize.plan_options import PlanOptions
     from quantize.stages import split_into
     model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
-    split_into(str(tmp_path / "m3"), str(model), 3, progress=lambda *_: None)
+    split_into(str(tmp_path / "m3"), str(model), PlanOptions(stages=3), progress=lambda *_: None)
     result = run_cli("deploy", "verify", "--run", tmp_path / "m3", "--reference", model, "--samples", 4,
                      python=pi_python)
     assert result.returncode == 0, result.stderr
@@ -210,9 +211,10 @@ print(json.dumps({"pipelined_runner": bool(ours), "drop_in": bool(drop_in)}))
 
 
 def test_pipelined_runners_in_deploy_only_env_equal_the_unsplit_model(pi_python, coral_data, tmp_path):
+    from quantize.plan_options import PlanOptions
     from quantize.stages import split_into
     model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
-    split_into(str(tmp_path / "m3"), str(model), 3, progress=lambda *_: None)
+    split_into(str(tmp_path / "m3"), str(model), PlanOptions(stages=3), progress=lambda *_: None)
     assert pi_script(pi_python, PIPELINED, tmp_path / "m3", model) == {"pipelined_runner": True, "drop_in": True}
 
 

@@ -13,6 +13,7 @@ from deploy.core.devices import Assignment, assign_devices, canonical, tpu_names
 from deploy.core.edgetpu import EdgeTpu, list_edge_tpus
 from deploy.core.stages import load_stages, parse_devices
 from tests.conftest import copy_run, run_cli
+from quantize.plan_options import PlanOptions
 
 
 def stage_path(run, index):
@@ -173,7 +174,7 @@ def test_threads_and_xnnpack_reach_the_stage_interpreters(coral_data, tmp_path):
     from deploy.core.verify import sample_feeds
     from quantize.stages import split_into
     model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
-    split_into(str(tmp_path / "m2"), str(model), 2, progress=lambda *_: None)
+    split_into(str(tmp_path / "m2"), str(model), PlanOptions(stages=2), progress=lambda *_: None)
     manifest = runfolder.load(tmp_path / "m2")
     builtin = StageChain(load_stages(tmp_path / "m2", manifest, "cpu", num_threads=1, tpus=[], xnnpack=False))
     default = StageChain(load_stages(tmp_path / "m2", manifest, "cpu", num_threads=2, tpus=[]))
@@ -221,7 +222,7 @@ def test_verify_devices_reports_exact_match_difference_and_top1(coral_data, tmp_
     from deploy.cli import actions as commands
     from quantize.stages import split_into
     run = tmp_path / "m2"
-    split_into(str(run), str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"), 2, progress=lambda *_: None)
+    split_into(str(run), str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"), PlanOptions(stages=2), progress=lambda *_: None)
     real_open = commands.open_chain
 
     def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):

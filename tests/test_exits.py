@@ -6,6 +6,8 @@ import pytest
 
 from deploy.core.exits import exit_probabilities, exit_taken
 from tests.conftest import copy_run, run_cli
+from quantize.plan_options import PlanOptions
+from quantize.qat import QatPolicy
 
 EXITS = ["after_block1", "after_block2"]
 
@@ -19,7 +21,7 @@ def exit_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("exits") / "run"
     train(str(run), TrainConfig("digits", {"variants": 2}, "splitnet", epochs=1, exits=EXITS), verbose=0)
     train(str(run), TrainConfig(epochs=2), resume=True, verbose=0)  # exits come back from the manifest
-    quantize_run(str(run), stages=3, samples=50, auto_qat=False)  # PTQ only: QAT is tested on its own
+    quantize_run(str(run), PlanOptions(stages=3), samples=50, qat=QatPolicy(auto=False))  # PTQ only: QAT is tested on its own
     return run
 
 

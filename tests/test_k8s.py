@@ -164,7 +164,7 @@ def test_every_container_command_parses_with_the_real_cli(compiled_run):
     """The flags written into the YAML are the ones serve-stage, serve-api and worker accept."""
     import importlib
 
-    from deploy.__main__ import MODULE_COMMANDS
+    from deploy.__main__ import COMMANDS
     objects = _generate(compiled_run, "--nodes", "pi1,pi2,pi3", "--max-in-flight", "8",
                         "--api-queue", "redis://redis.coral.svc.cluster.local:6379/0")
     commands = [c["command"] for d in _by(objects, "Deployment").values()
@@ -172,7 +172,7 @@ def test_every_container_command_parses_with_the_real_cli(compiled_run):
     assert sorted(c[3] for c in commands) == ["serve-api", "serve-stage", "serve-stage", "serve-stage", "worker"]
     for command in commands:
         assert command[:3] == ["python", "-m", "deploy"]
-        module = importlib.import_module(MODULE_COMMANDS[command[3]])
+        module = importlib.import_module(COMMANDS[command[3]])
         args = module.parser().parse_args(command[4:])
         assert args.run == "/run-folder"
         if command[3] == "serve-stage":

@@ -8,14 +8,15 @@ from deploy.net.client import ChainClient
 from deploy.core.verify import sample_feeds
 from quantize.stages import split_into
 from tests.net_helpers import addresses, serve_chain, stop_all
+from quantize.plan_options import PlanOptions
 
 V2 = "mobilenet_v2_1.0_224_quant.tflite"
 
 
 def test_a_tensor_skipping_a_stage_travels_through_the_network_chain(coral_data, tmp_path):
     run = tmp_path / "skip"
-    split_into(str(run), str(coral_data / V2), cut_after=["expanded_conv_1/project", "expanded_conv_2/expand"],
-               progress=lambda *_: None)
+    split_into(str(run), str(coral_data / V2),
+               PlanOptions(cut_after=["expanded_conv_1/project", "expanded_conv_2/expand"]), progress=lambda *_: None)
     stages = runfolder.load(run)["stages"]
     made_by = {t["name"]: s["index"] for s in stages for t in s["outputs"]}
     skipping = [t["name"] for t in stages[2]["inputs"] if made_by.get(t["name"]) == 0]

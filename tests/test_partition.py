@@ -8,9 +8,11 @@ from deploy.cli.actions import verify_run
 from tflitegraph.graph import GraphError, read_graph
 from quantize.stages import check_full_int8, plan_split, split_into
 from tests.conftest import run_cli
+from quantize.plan_options import PlanOptions
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
-QUIET = {"progress": lambda *_: None, "runs": 3}
+QUIET = {"progress": lambda *_: None}
+RUNS = 3   # profiling rounds: enough to order the ops, quick enough for a test
 
 
 def _exact(result):
@@ -21,7 +23,7 @@ def _exact(result):
 @pytest.mark.parametrize("stages", [2, 3, 4, 5])
 def test_mobilenet_v2_splits_are_bit_exact(coral_data, tmp_path, balance, stages):
     out = tmp_path / "split"
-    manifest = split_into(out, coral_data / MOBILENET_V2, stages, balance=balance, **QUIET)
+    manifest = split_into(out, coral_data / MOBILENET_V2, PlanOptions(stages=stages, balance=balance, runs=RUNS), **QUIET)
     assert len(manifest["stages"]) == stages
     assert manifest["split"]["method"] == f"balanced-{balance}"
     plan = manifest["split"]["balance"]
@@ -36,7 +38,7 @@ def test_mobilenet_v2_splits_are_bit_exact(coral_data, tmp_path, balance, stages
 def test_objectives_choose_their_own_optimum(coral_data):
     """Each objective's plan is at least as good as the others' plans by its own measure."""
     graph = read_graph(str(coral_data / MOBILENET_V2))
-    plans = {b: plan_split(graph, 4, balance=b, **QUIET) for b in ("macs", "params")}
+    plans = {b: plan_split(graph, PlanOptions(stages=4, balance=b, runs=RUNS), **QUIET) for b in ("macs", "params")}
     worst = {b: {"macs": max(s.macs for s in p.stages), "params": max(s.parameter_bytes for s in p.stages)}
              for b, p in plans.items()}
     assert worst["macs"]["macs"] <= worst["params"]["macs"]
@@ -50,7 +52,7 @@ def test_cut_inside_a_residual_block_by_name_is_bit_exact(coral_data, tmp_path):
     add = next(op for op in graph.ops if op.name == "ADD")
     inside = graph.tensors[graph.ops[add.position - 2].outputs[0]].name  # before the block's last conv
     out = tmp_path / "residual"
-    manifest = split_into(out, coral_data / MOBILENET_V2, cut_after=[inside], **QUIET)
+    manifest = split_into(out, coral_data / MOBILENET_V2, PlanOptions(cut_after=[inside], runs=RUNS), **QUIET)
     assert len(manifest["split"]["crossing"][0]) == 2  # the block's input rides along to the ADD
     assert len(manifest["stages"][1]["inputs"]) == 2
     assert _exact(verify_run(out, samples=2))
@@ -62,7 +64,7 @@ def test_small_coral_models_split_exactly(coral_data, tmp_path, model, balance):
     graph = read_graph(str(coral_data / model))
     for stages in range(2, len(graph.ops) + 1):
         out = tmp_path / f"{stages}"
-        manifest = split_into(out, coral_data / model, stages, balance=balance, **QUIET)
+        manifest = split_into(out, coral_data / model, PlanOptions(stages=stages, balance=balance, runs=RUNS), **QUIET)
         assert len(manifest["stages"]) == stages
         assert _exact(verify_run(out, samples=3)), (model, balance, stages)
 
@@ -88,7 +90,7 @@ def test_float_edges_are_allowed_and_split_exactly(tmp_path):
     graph = read_graph(str(path))
     assert graph.ops[0].name == "QUANTIZE" and graph.tensors[graph.inputs[0]].dtype == "float32"
     assert graph.ops[-1].name == "DEQUANTIZE"
-    manifest = split_into(tmp_path / "run", path, 3, **QUIET)
+    manifest = split_into(tmp_path / "run", path, PlanOptions(stages=3, runs=RUNS), **QUIET)
     assert manifest["stages"][0]["inputs"][0]["dtype"] == "float32"
     assert _exact(verify_run(tmp_path / "run", samples=3))
 
@@ -165,8 +167,8 @@ def test_latency_can_be_profiled_with_the_builtin_kernels(coral_data, tmp_path):
     """A Raspberry Pi with tflite-runtime runs the built-in kernels: the plan can be timed on those."""
     model = coral_data / "mobilenet_v1_0.25_128_quant.tflite"
     out = tmp_path / "builtin"
-    manifest = split_into(out, model, 3, balance="latency", xnnpack=False, **QUIET)
+    manifest = split_into(out, model, PlanOptions(stages=3, balance="latency", xnnpack=False, runs=RUNS), **QUIET)
     assert manifest["split"]["balance"]["profile"] == {"runs": 3, "threads": 1, "kernels": "builtin"}
     assert _exact(verify_run(out, samples=2))
-    plain = split_into(tmp_path / "macs", model, 3, **QUIET)
+    plain = split_into(tmp_path / "macs", model, PlanOptions(stages=3, runs=RUNS), **QUIET)
     assert plain["split"]["balance"]["profile"] is None

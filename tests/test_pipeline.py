@@ -18,6 +18,7 @@ from deploy.core.open import open_chain
 from deploy.pipeline.runner import PipelineClosed, PipelinedRunner, RequestFailed
 from deploy.core.verify import sample_feeds
 from quantize.stages import split_into
+from quantize.plan_options import PlanOptions
 
 V1 = "mobilenet_v1_0.25_128_quant.tflite"
 V2 = "mobilenet_v2_1.0_224_quant.tflite"
@@ -34,7 +35,7 @@ def v1_runs(coral_data, tmp_path_factory):
     base = tmp_path_factory.mktemp("v1")
     runs = {n: base / f"s{n}" for n in (2, 3)}
     for n, run in runs.items():
-        split_into(str(run), str(coral_data / V1), n, progress=quiet)
+        split_into(str(run), str(coral_data / V1), PlanOptions(stages=n), progress=quiet)
     return runs
 
 
@@ -95,8 +96,8 @@ def test_results_keep_input_order_and_ids_under_concurrency(coral_data, v1_runs)
 def test_tensor_made_two_stages_earlier_travels_along(coral_data, tmp_path):
     """MobileNetV2 cut inside a residual block: stage 2's ADD reads stage 0's output."""
     run = tmp_path / "skip"
-    split_into(str(run), str(coral_data / V2), cut_after=["expanded_conv_1/project", "expanded_conv_2/expand"],
-               progress=quiet)
+    split_into(str(run), str(coral_data / V2),
+               PlanOptions(cut_after=["expanded_conv_1/project", "expanded_conv_2/expand"]), progress=quiet)
     stages = runfolder.load(run)["stages"]
     made_by = {t["name"]: s["index"] for s in stages for t in s["outputs"]}
     assert any(made_by.get(t["name"]) == 0 for t in stages[2]["inputs"]), "no tensor skips a stage"

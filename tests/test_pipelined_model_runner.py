@@ -13,6 +13,7 @@ import runfolder
 from deploy.pipeline.pipelined_model_runner import PipelinedModelRunner
 from deploy.core.runtime import load_runtime, make_interpreter
 from quantize.stages import split_into
+from quantize.plan_options import PlanOptions
 
 V1 = "mobilenet_v1_0.25_128_quant.tflite"
 HANG = 120
@@ -22,7 +23,7 @@ HANG = 120
 def segments(coral_data, tmp_path_factory):
     """Paths of MobileNetV1 0.25 split in 3 segments, and the whole model."""
     run = tmp_path_factory.mktemp("segments") / "v1"
-    split_into(str(run), str(coral_data / V1), 3, progress=lambda *_: None)
+    split_into(str(run), str(coral_data / V1), PlanOptions(stages=3), progress=lambda *_: None)
     return [runfolder.resolve(run, s["model"]) for s in runfolder.load(run)["stages"]], coral_data / V1
 
 

@@ -14,6 +14,8 @@ from quantize.run import quantize_run
 from quantize.stages import check_full_int8, split_into
 from tests.conftest import copy_run, run_cli
 from training.keras_setup import keras
+from quantize.plan_options import PlanOptions
+from quantize.qat import QatPolicy
 
 
 def quiet(*_):
@@ -83,7 +85,7 @@ def test_qat_on_request_records_both_and_keeps_a_splittable_full_int8_model(tiny
     assert len(manifest["stages"]) == 3
     assert verify_run(str(run), samples=16)["bit_exact"] is True
     out = tmp_path / "qat_split"
-    split_into(str(out), str(qat_path), cut_after=manifest["training"]["boundaries"], progress=quiet)
+    split_into(str(out), str(qat_path), PlanOptions(cut_after=manifest["training"]["boundaries"]), progress=quiet)
     assert len(runfolder.load(out)["stages"]) == 3
     assert verify_run(str(out), reference=str(qat_path), samples=16)["bit_exact"] is True
 
@@ -91,7 +93,7 @@ def test_qat_on_request_records_both_and_keeps_a_splittable_full_int8_model(tiny
 @pytest.mark.slow
 def test_auto_qat_starts_when_ptq_loses_more_than_the_threshold(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    manifest = quantize_run(str(run), stages=2, samples=50, threshold=-100.0, qat_epochs=1)
+    manifest = quantize_run(str(run), PlanOptions(stages=2), samples=50, qat=QatPolicy(threshold=-100.0, epochs=1))
     section = manifest["quantization"]
     assert section["qat"] is not None and section["qat"]["why"].startswith("PTQ lost")
     assert section["warned"] is True and section["threshold_points"] == -100.0
@@ -102,7 +104,7 @@ def test_auto_qat_starts_when_ptq_loses_more_than_the_threshold(tiny_run, tmp_pa
 def test_no_auto_qat_refuses_qat_even_past_the_threshold(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     (run / "model_int8_qat.tflite").write_bytes(b"stale from an earlier run")
-    manifest = quantize_run(str(run), stages=2, samples=50, threshold=-100.0, auto_qat=False)
+    manifest = quantize_run(str(run), PlanOptions(stages=2), samples=50, qat=QatPolicy(threshold=-100.0, auto=False))
     section = manifest["quantization"]
     assert section["warned"] is True and section["qat"] is None
     assert section["method"] == section["chosen"] == "ptq" and "auto QAT is off" in section["reason"]
@@ -151,12 +153,12 @@ def test_a_model_tfmot_cannot_wrap_keeps_ptq_unless_qat_was_asked_for(tiny_run, 
     manifest["training"]["keras_model"] = runfolder.file_record(run, run / "model.keras")
     runfolder.save(run, manifest)
 
-    kept = quantize_run(str(run), stages=2, samples=50, threshold=-100.0, qat_epochs=1)["quantization"]
+    kept = quantize_run(str(run), PlanOptions(stages=2), samples=50, qat=QatPolicy(threshold=-100.0, epochs=1))["quantization"]
     assert kept["chosen"] == "ptq" and kept["qat"] is None
     assert "automatic QAT could not run" in kept["reason"] and "not supported" in kept["reason"]
     assert not (run / "model_int8_ptq.tflite").exists()
     with pytest.raises(QuantizeError, match="cannot make a quantization-aware copy"):
-        quantize_run(str(run), stages=2, samples=50, qat=True, qat_epochs=1)
+        quantize_run(str(run), PlanOptions(stages=2), samples=50, qat=QatPolicy(asked=True, epochs=1))
 
 
 def test_qat_epochs_must_be_positive(tiny_run, tmp_path):

@@ -6,6 +6,8 @@ from deploy.core.runtime import make_interpreter
 from tflitegraph.graph import GraphError, read_graph
 from quantize.run import quantize_run
 from tests.conftest import copy_run, run_cli
+from quantize.plan_options import PlanOptions
+from quantize.qat import QatPolicy
 
 
 def test_int8_model_is_full_int8_with_uint8_io(tiny_run):
@@ -36,8 +38,8 @@ def test_accuracies_and_stages_are_recorded(tiny_run):
 
 def test_cut_after_block_names_and_int8_io(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path)
-    manifest = quantize_run(str(run), stages=None, cut_after=["after_block1", "after_block2"],
-                            io_type="int8", samples=20, threshold=-100)
+    manifest = quantize_run(str(run), PlanOptions(cut_after=["after_block1", "after_block2"]),
+                            io_type="int8", samples=20, qat=QatPolicy(threshold=-100))
     assert "WARNING: int8 quantization lost" in capsys.readouterr().err  # threshold below any drop
     names = [s["outputs"][0]["name"] for s in manifest["stages"][:2]]
     assert "after_block1" in names[0] and "after_block2" in names[1]
@@ -48,7 +50,7 @@ def test_cut_after_block_names_and_int8_io(tiny_run, tmp_path, capsys):
 def test_unknown_cut_name_fails_with_suggestions(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     with pytest.raises(GraphError, match="no tensor or layer named 'after_blok1'.*after_block1"):
-        quantize_run(str(run), stages=None, cut_after=["after_blok1"], samples=10)
+        quantize_run(str(run), PlanOptions(cut_after=["after_blok1"]), samples=10)
 
 
 def test_quantize_before_training_says_what_to_run(tmp_path):

@@ -10,6 +10,7 @@ from tflitegraph.graph import GraphError, find_tensor, read_graph
 from quantize.partition import balanced_plan
 from quantize.split import cut_positions_after, split_model
 from quantize.stages import check_full_int8, split_into
+from quantize.plan_options import PlanOptions
 
 
 def balanced_cut_positions(graph, stages):
@@ -130,7 +131,7 @@ def test_split_into_writes_a_usable_run_folder(coral_data, tmp_path):
     import runfolder
     from deploy.cli.actions import verify_run
     out = tmp_path / "split"
-    manifest = split_into(out, coral_data / "split_concat.tflite", stages=2, progress=lambda *_: None)
+    manifest = split_into(out, coral_data / "split_concat.tflite", PlanOptions(stages=2), progress=lambda *_: None)
     assert [s["index"] for s in manifest["stages"]] == [0, 1]
     for stage in manifest["stages"]:
         runfolder.verify_file(out, stage["model"], "stage")
@@ -187,7 +188,7 @@ def test_late_second_input_and_two_outputs_chain_exactly(tmp_path):
     graph = read_graph(str(path))
     assert len(graph.inputs) == 2 and len(graph.outputs) == 2
     out = tmp_path / "split"
-    manifest = split_into(out, path, cut_after=["first"], progress=lambda *_: None)
+    manifest = split_into(out, path, PlanOptions(cut_after=["first"]), progress=lambda *_: None)
     later = {t["name"] for t in manifest["stages"][1]["inputs"]}
     model_inputs = {t["name"] for t in manifest["split"]["model_inputs"]}
     assert later & model_inputs, "the second stage reads a model input directly"

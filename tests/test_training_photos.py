@@ -8,6 +8,8 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from training.train import balanced_weights
+from quantize.plan_options import PlanOptions
+from quantize.qat import QatPolicy
 
 
 def test_balanced_weights_make_every_class_count_the_same():
@@ -83,6 +85,6 @@ def test_the_int8_model_of_an_augmented_training_has_no_augmentation_ops(tmp_pat
         run = tmp_path / name
         train(str(run), TrainConfig("shapes", {"size": 24, "samples": 40}, "rgbnet", epochs=1, augment=augment),
               verbose=0)
-        quantize_run(str(run), stages=2, samples=20, auto_qat=False)
+        quantize_run(str(run), PlanOptions(stages=2), samples=20, qat=QatPolicy(auto=False))
         ops[name] = [op.name for op in read_graph((run / "model_int8.tflite").read_bytes()).ops]
     assert ops["augmented"] == ops["plain"]

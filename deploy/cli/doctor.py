@@ -294,3 +294,20 @@ def report_lines(env, verdicts):
         if verdict.fix and verdict.level != OK:
             lines.append(f"       fix: {verdict.fix}")
     return lines
+
+
+def parser():
+    from runfolder import cli
+    return cli.ArgumentParser(
+        prog="python -m deploy doctor",
+        description="Python, tflite runtime, libedgetpu (where, which build), Edge TPUs, and verdicts on "
+                    "known-bad pairings with their fixes. Exit 1 when one is found.",
+        epilog="example:\n  python -m deploy doctor")
+
+
+def run(args):
+    env = gather()
+    verdicts = diagnose(env)
+    for line in report_lines(env, verdicts):
+        print(line)
+    return 1 if any(v.level == BAD for v in verdicts) else 0

@@ -1,0 +1,25 @@
+"""``python -m deploy bench``: latency per stage and end to end, sequential against pipelined."""
+from deploy.cli.options import add_runtime_options
+from runfolder import cli
+
+
+def parser():
+    p = cli.ArgumentParser(
+        prog="python -m deploy bench",
+        description="Latency p50/p95/p99 per stage and end to end, and throughput, sequential vs pipelined "
+                    "(one thread per stage); saved in the manifest (deploy.bench) with a plot bench.png.",
+        epilog="example:\n  python -m deploy bench --run runs/demo --samples 200")
+    p.add_argument("--run", required=True, help="run folder (written by quantize, optionally compile)")
+    add_runtime_options(p)
+    p.add_argument("--samples", type=int, default=200, help="timed inputs")
+    p.add_argument("--warmup", type=int, default=20, help="untimed inputs first")
+    p.add_argument("--queue-size", type=int, default=2, help="bound of each queue between stages")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw bench.png")
+    return p
+
+
+def run(args):
+    from deploy.cli import actions
+    actions.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
+                      args.queue_size, args.plot)
+    return 0
