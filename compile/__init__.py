@@ -15,6 +15,7 @@ from compile.compiler import (
     COMPILER_NAME,
     DEFAULT_TIMEOUT,
     CompilerError,
+    CompilerFlags,
     CompilerMissing,
     compile_options,
     compiler_version,
@@ -30,7 +31,7 @@ from compile.compiler_log import (
 from compile.compile_run import OUT_DIR, compile_run
 
 __all__ = [
-    "COMPILER_NAME", "DEFAULT_TIMEOUT", "OUT_DIR", "CompilerError", "CompilerMissing", "compile_options",
+    "COMPILER_NAME", "DEFAULT_TIMEOUT", "OUT_DIR", "CompilerError", "CompilerFlags", "CompilerMissing", "compile_options",
     "compile_run", "compiler_version", "find_compiler", "format_size", "parse_compilations",
     "parse_compiler_output", "parse_size", "run_compiler",
 ]

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from compile import DEFAULT_TIMEOUT, compile_run
+from compile import DEFAULT_TIMEOUT, CompilerFlags, compile_run
 from runfolder import cli
 from runfolder.errors import CannotRunHere
 
@@ -106,12 +106,10 @@ def main(argv=None):
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
     args = parse_args(argv)
-    compile_run(args.run, compiler=args.compiler, timeout=args.timeout,
-                min_runtime_version=args.min_runtime_version,
-                search_delegate=args.search_delegate,
-                delegate_search_step=args.delegate_search_step,
-                co_compile=args.co_compile, num_segments=args.num_segments,
-                enable_multiple_subgraphs=args.enable_multiple_subgraphs)
+    flags = CompilerFlags(timeout=args.timeout, min_runtime_version=args.min_runtime_version,
+                          search_delegate=args.search_delegate, delegate_search_step=args.delegate_search_step,
+                          num_segments=args.num_segments, enable_multiple_subgraphs=args.enable_multiple_subgraphs)
+    compile_run(args.run, compiler=args.compiler, flags=flags, co_compile=args.co_compile)
     return 0
 
 

@@ -14,15 +14,15 @@ import pathlib
 
 import runfolder
 from compile.compiler import (
-    DEFAULT_TIMEOUT,
     CompilerError,
+    CompilerFlags,
     CompilerMissing,
     compile_options,
     compiler_version,
     find_compiler,
 )
 from compile.multi import compile_segments, compile_together
-from compile.outcome import failure, invoke, message, record, rel, summary_line
+from compile.outcome import Call, failure, invoke, message, record, rel, summary_line
 from compile.compiler_log import parse_compiler_output
 from runfolder.manifest import MANIFEST_NAME
 
@@ -30,9 +30,7 @@ STEP = "python -m compile"
 OUT_DIR = "compiled"   # inside the run folder
 
 
-def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_version=None,
-                search_delegate=False, delegate_search_step=None, co_compile=False,
-                num_segments=None, enable_multiple_subgraphs=False, log=print):
+def compile_run(run_dir, compiler=None, flags=CompilerFlags(), co_compile=False, log=print):
     """Compiles the stages of ``run_dir`` and records the results in its manifest.
 
     Three ways: each stage on its own (default); all stages in one compiler call
@@ -44,9 +42,8 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
     Args:
       run_dir: the run folder.
       compiler: path of edgetpu_compiler; None looks for it on PATH.
-      timeout: seconds one compiler call may take (passed as --timeout_sec too).
-      min_runtime_version, search_delegate, delegate_search_step,
-        enable_multiple_subgraphs: compiler options (see compile_options).
+      flags: seconds one compilation may take (passed as --timeout_sec too) and the
+        compiler's options (compile.compiler.CompilerFlags).
       log: called with each progress line.
     Returns:
       The saved manifest.
@@ -56,6 +53,7 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
       CompilerError: bad options, ``compiler`` is not executable, or a compile
         failed (the manifest records which stage, before this is raised).
     """
+    num_segments = flags.num_segments
     if co_compile and num_segments is not None:
         raise CompilerError("--co-compile and --num-segments exclude each other: the compiler "
                             "segments one model at a time. Pass one of them")
@@ -87,30 +85,28 @@ def compile_run(run_dir, compiler=None, timeout=DEFAULT_TIMEOUT, min_runtime_ver
 
     version = compiler_version(path)
     try:
-        options = compile_options(OUT_DIR, timeout, min_runtime_version, search_delegate,
-                                  delegate_search_step, num_segments, enable_multiple_subgraphs)
+        options = compile_options(OUT_DIR, flags)
     except ValueError as exc:
         raise CompilerError(str(exc)) from exc
     section = {"status": "compiled", "compiler": {"path": path, "version": version},
                "options": options, "out_dir": OUT_DIR,
                "mode": "segments" if whole else "co-compiled" if co_compile else "per-stage"}
     (run_dir / OUT_DIR).mkdir(parents=True, exist_ok=True)
+    call = Call(run_dir, path, options, flags.timeout, OUT_DIR)
     try:
         if whole is not None:
-            section["segments"] = compile_segments(run_dir, whole, path, options, timeout,
-                                                   num_segments, OUT_DIR, log)
+            section["segments"] = compile_segments(call, whole, num_segments, log)
         elif co_compile:
             chosen = [(s, m) for s, m in zip(stages, models) if not _cpu_stage(s, log)]
             if chosen:
-                compile_together(run_dir, [s for s, _ in chosen], [m for _, m in chosen], path, options,
-                                 timeout, OUT_DIR, log)
+                compile_together(call, [s for s, _ in chosen], [m for _, m in chosen], log)
         else:
             for number, (stage, model) in enumerate(zip(stages, models), start=1):
                 if _cpu_stage(stage, log):
                     continue
                 rel_model = rel(run_dir, model)
                 log(f"compiling stage {number}/{len(stages)}: {stage['name']} ({rel_model})")
-                _compile_stage(run_dir, stage, rel_model, path, options, timeout)
+                _compile_stage(call, stage, rel_model)
                 log("  " + summary_line(stage["name"], stage["compile"], stage["compiled"]["path"]))
     except CompilerError as exc:
         failed = next((s["name"] for s in stages
@@ -165,16 +161,16 @@ def _verified_models(run_dir, stages):
     return models
 
 
-def _compile_stage(run_dir, stage, rel_model, compiler, options, timeout):
+def _compile_stage(call, stage, rel_model):
     """Runs the compiler on one stage and fills ``stage["compiled"]`` and ``stage["compile"]``."""
     name = stage["name"]
     stem = pathlib.Path(rel_model).stem
-    out_dir = run_dir / OUT_DIR
+    run_dir, out_dir, timeout = call.run_dir, call.out_dir, call.timeout
     compiled = out_dir / f"{stem}_edgetpu.tflite"
     op_log = out_dir / f"{stem}_edgetpu.log"
     for stale in (compiled, op_log):
         stale.unlink(missing_ok=True)
-    run, logs = invoke(run_dir, compiler, options, [rel_model], timeout, out_dir, name)
+    run, logs = invoke(call, [rel_model], name)
     where = f"stage {name} ({rel_model})"
     try:
         report, unreadable = parse_compiler_output(run.stdout), None

@@ -78,9 +78,19 @@ def compiler_version(path, timeout=60.0):
     return version
 
 
-def compile_options(out_dir, timeout=DEFAULT_TIMEOUT, min_runtime_version=None,
-                    search_delegate=False, delegate_search_step=None, num_segments=None,
-                    enable_multiple_subgraphs=False):
+@dataclasses.dataclass(frozen=True)
+class CompilerFlags:
+    """What edgetpu_compiler is asked besides the models: seconds per compilation and the documented
+    options (coral.ai/docs/edgetpu/compiler/, "Usage")."""
+    timeout: float = DEFAULT_TIMEOUT
+    min_runtime_version: int = None
+    search_delegate: bool = False
+    delegate_search_step: int = None
+    num_segments: int = None
+    enable_multiple_subgraphs: bool = False
+
+
+def compile_options(out_dir, flags=CompilerFlags()):
     """Compiler options (without the models), as the long flags of compiler 16.0.
 
     ``--show_operations`` makes stdout carry the operation table we record.
@@ -92,26 +102,27 @@ def compile_options(out_dir, timeout=DEFAULT_TIMEOUT, min_runtime_version=None,
     Raises:
       ValueError: an option is given without the one it needs, or out of range.
     """
+    f = flags
     options = ["--show_operations", "--out_dir", str(out_dir),
-               "--timeout_sec", str(int(max(1, round(timeout))))]
-    if min_runtime_version is not None:
-        options += ["--min_runtime_version", str(int(min_runtime_version))]
-    if search_delegate:
+               "--timeout_sec", str(int(max(1, round(f.timeout))))]
+    if f.min_runtime_version is not None:
+        options += ["--min_runtime_version", str(int(f.min_runtime_version))]
+    if f.search_delegate:
         options.append("--search_delegate")
-        if delegate_search_step is not None:
-            options += ["--delegate_search_step", str(int(delegate_search_step))]
-    elif delegate_search_step is not None:
+        if f.delegate_search_step is not None:
+            options += ["--delegate_search_step", str(int(f.delegate_search_step))]
+    elif f.delegate_search_step is not None:
         raise ValueError(
-            f"delegate_search_step={delegate_search_step} was given without search_delegate; "
+            f"delegate_search_step={f.delegate_search_step} was given without search_delegate; "
             "the compiler only uses the step when searching for a delegate: "
             "add --search-delegate or drop --delegate-search-step")
-    if enable_multiple_subgraphs:
+    if f.enable_multiple_subgraphs:
         options.append("--enable_multiple_subgraphs")
-    if num_segments is not None:
-        if int(num_segments) < 2:
-            raise ValueError(f"num_segments={num_segments}: the compiler splits a model into 2 "
+    if f.num_segments is not None:
+        if int(f.num_segments) < 2:
+            raise ValueError(f"num_segments={f.num_segments}: the compiler splits a model into 2 "
                              "or more segments; pass --num-segments 2 or more")
-        options += ["--num_segments", str(int(num_segments))]
+        options += ["--num_segments", str(int(f.num_segments))]
     return options
 
 

@@ -16,14 +16,14 @@ from compile.outcome import failure, invoke, message, record, rel, summary_line
 from compile.compiler_log import parse_compilations
 
 
-def compile_together(run_dir, stages, models, compiler, options, timeout, out_name, log):
+def compile_together(call, stages, models, log):
     """Co-compiles all stage models in one call; fills each stage's compiled/compile.
 
     Raises:
       CompilerError: the call failed or left a stage without its compiled file;
         the stages named in the message are marked failed.
     """
-    out_dir = run_dir / out_name
+    run_dir, out_dir, out_name = call.run_dir, call.out_dir, call.out_name
     rel_models = [rel(run_dir, m) for m in models]
     outputs = [out_dir / f"{pathlib.Path(m).stem}_edgetpu.tflite" for m in rel_models]
     for output in outputs:
@@ -31,12 +31,12 @@ def compile_together(run_dir, stages, models, compiler, options, timeout, out_na
         output.with_suffix(".log").unlink(missing_ok=True)
     names = ", ".join(s["name"] for s in stages)
     log(f"co-compiling {len(stages)} stage(s) in one call: {names}")
-    run, logs = invoke(run_dir, compiler, options, rel_models, timeout, out_dir, "co-compiled")
+    run, logs = invoke(call, rel_models, "co-compiled")
     reports = parse_compilations(run.stdout)
     by_input = {str(pathlib.PurePath(r["input_model"])): r for r in reports if r["input_model"]}
     succeeded = False if any(r["succeeded"] is False for r in reports) else None
     blamed = [s for s, m in zip(stages, rel_models) if m in message(run.stdout + run.stderr)]
-    problem = failure(run, succeeded, f"co-compiled stages {names}", run_dir, logs, timeout)
+    problem = failure(run, succeeded, f"co-compiled stages {names}", run_dir, logs, call.timeout)
     if problem is None:
         missing = [s for s, m, out in zip(stages, rel_models, outputs)
                    if not out.is_file() or str(pathlib.PurePath(m)) not in by_input]
@@ -58,7 +58,7 @@ def compile_together(run_dir, stages, models, compiler, options, timeout, out_na
         log("  " + summary_line(stage["name"], stage["compile"], stage["compiled"]["path"]))
 
 
-def compile_segments(run_dir, model, compiler, options, timeout, count, out_name, log):
+def compile_segments(call, model, count, log):
     """Lets the compiler cut ``model`` into ``count`` segments; returns their records.
 
     Returns:
@@ -68,7 +68,7 @@ def compile_segments(run_dir, model, compiler, options, timeout, count, out_name
     Raises:
       CompilerError: the call failed, or a segment is missing.
     """
-    out_dir = run_dir / out_name
+    run_dir, out_dir, out_name, timeout = call.run_dir, call.out_dir, call.out_name, call.timeout
     stem = pathlib.Path(model).stem
     names = [f"{stem}_segment_{k}_of_{count}" for k in range(count)]
     for name in names:
@@ -77,8 +77,7 @@ def compile_segments(run_dir, model, compiler, options, timeout, count, out_name
     rel_model = rel(run_dir, model)
     log(f"compiling {rel_model} into {count} segments with the compiler's own cuts")
     # The compiler runs one compilation (with its own --timeout_sec timer) per segment.
-    run, logs = invoke(run_dir, compiler, options, [rel_model], timeout * count, out_dir,
-                       f"{stem}_segments")
+    run, logs = invoke(call, [rel_model], f"{stem}_segments", timeout * count)
     reports = parse_compilations(run.stdout)
     by_output = {pathlib.PurePath(r["output_model"]).name: r for r in reports if r["output_model"]}
     succeeded = False if any(r["succeeded"] is False for r in reports) else None

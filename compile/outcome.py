@@ -4,7 +4,9 @@ Shared by every way ``python -m compile`` calls the compiler (per stage,
 co-compiled, ``--num_segments``): the failure checks, the hints that name the
 fix, and the summary kept per compiled model. Standard library only.
 """
+import dataclasses
 import os
+import pathlib
 
 from compile.compiler import run_compiler, tail
 from compile.compiler_log import format_size, parse_compiler_output
@@ -18,24 +20,40 @@ _ROUTINE = ("Edge TPU Compiler version", "Started a compilation timeout timer",
             "Try to compile segment")
 
 
-def invoke(run_dir, compiler, options, models, timeout, out_dir, log_name):
-    """Runs the compiler on ``models`` (paths relative to ``run_dir``) and keeps its output.
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """How this run calls the compiler: in ``run_dir``, the binary at ``compiler`` with ``options``
+    (compile_options), ``timeout`` seconds per compilation, output into ``run_dir / out_name``."""
+    run_dir: pathlib.Path
+    compiler: str
+    options: list
+    timeout: float
+    out_name: str
 
-    The hard limit is a little past the compiler's own --timeout_sec, so it can
-    stop itself first. Returns (CompilerRun, logs) where logs holds the stdout and
-    stderr file paths relative to the run folder (stderr None when empty).
+    @property
+    def out_dir(self):
+        return self.run_dir / self.out_name
+
+
+def invoke(call, models, log_name, timeout=None):
+    """Runs the compiler on ``models`` (paths relative to the run folder) and keeps its output.
+
+    The hard limit is a little past ``timeout`` (default: the call's, the compiler's own
+    --timeout_sec), so it can stop itself first. Returns (CompilerRun, logs) where logs holds
+    the stdout and stderr file paths relative to the run folder (stderr None when empty).
     """
-    stdout_file = out_dir / f"{log_name}_compiler_stdout.txt"
-    stderr_file = out_dir / f"{log_name}_compiler_stderr.txt"
+    timeout = call.timeout if timeout is None else timeout
+    stdout_file = call.out_dir / f"{log_name}_compiler_stdout.txt"
+    stderr_file = call.out_dir / f"{log_name}_compiler_stderr.txt"
     for stale in (stdout_file, stderr_file):
         stale.unlink(missing_ok=True)
-    run = run_compiler(compiler, [*options, *models], cwd=run_dir,
+    run = run_compiler(call.compiler, [*call.options, *models], cwd=call.run_dir,
                        timeout=timeout + max(2.0, 0.1 * timeout))
     stdout_file.write_text(run.stdout)
     if run.stderr:
         stderr_file.write_text(run.stderr)
-    return run, {"stdout": rel(run_dir, stdout_file),
-                 "stderr": rel(run_dir, stderr_file) if run.stderr else None}
+    return run, {"stdout": rel(call.run_dir, stdout_file),
+                 "stderr": rel(call.run_dir, stderr_file) if run.stderr else None}
 
 
 def failure(run, succeeded, where, run_dir, logs, timeout):

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import runfolder
-from compile import compile_options, parse_compilations, parse_compiler_output
+from compile import CompilerFlags, compile_options, parse_compilations, parse_compiler_output
 from compile.compiler import CompilerRun
 from compile.outcome import failure
 from compile.preflight.placement import compiled_placement
@@ -34,15 +34,15 @@ DOCUMENTED = {"--out_dir", "--show_operations", "--min_runtime_version", "--sear
 
 
 def test_options_are_the_documented_long_flags():
-    options = compile_options("compiled", 60, min_runtime_version=14, search_delegate=True,
-                              delegate_search_step=5, num_segments=3,
-                              enable_multiple_subgraphs=True)
+    options = compile_options("compiled", CompilerFlags(timeout=60, min_runtime_version=14, search_delegate=True,
+                                                        delegate_search_step=5, num_segments=3,
+                                                        enable_multiple_subgraphs=True))
     assert {o for o in options if o.startswith("-")} <= DOCUMENTED
     assert options[options.index("--num_segments") + 1] == "3"
     assert options[options.index("--timeout_sec") + 1] == "60"
     assert "--enable_multiple_subgraphs" in options
     with pytest.raises(ValueError, match="2 or more"):
-        compile_options("compiled", num_segments=1)
+        compile_options("compiled", CompilerFlags(num_segments=1))
     assert "--num_segments" not in compile_options("compiled")
 
 

@@ -14,6 +14,7 @@ from deploy.core.open import open_chain
 from deploy.net import channels, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
 from tests.net_helpers import addresses, random_feeds, serve_chain, stop_all
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_busy_streams_are_not_evicted_and_past_the_bound_new_ones_are_refused(ti
     try:
         for thread in threads:
             thread.start()
-        time.sleep(1.5)
+        wait_until(lambda: min(counts) >= 3, 30, "both busy streams answering")
         with ChainClient(addresses(servers)) as client, pytest.raises(ChainCallError) as caught:
             list(client.stream(feeds, timeout_s=5))
         assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -106,8 +107,7 @@ def test_busy_streams_are_not_evicted_and_past_the_bound_new_ones_are_refused(ti
         with ChainClient(addresses(servers)) as client:
             assert client.run(feeds[1]), "unary calls do not count against the stream bound"
         seen = list(counts)
-        time.sleep(0.5)
-        assert all(now > then for now, then in zip(counts, seen)), "both busy streams still run"
+        wait_until(lambda: all(now > then for now, then in zip(counts, seen)), 30, "both busy streams still running")
     finally:
         stop.set()
         for thread in threads:
@@ -177,3 +177,35 @@ def test_a_deadline_passing_at_a_later_stage_names_that_stage(served, local):
     with ChainClient(addresses(served)[1:]) as client, pytest.raises(ChainCallError) as caught:
         client.run(crossing, timeout_s=0.25)   # straight to the slow stage
     assert caught.value.details.startswith(f"stage at {addresses(served)[1]} did not answer within 0.25 s")
+
+
+@pytest.mark.parametrize("stage", [0, 2], ids=["forwarding stage", "last stage"])
+def test_a_fault_of_the_stage_itself_fails_the_stream_loudly_and_the_stage_serves_on(tiny_run, local, caplog,
+                                                                                      stage):
+    """A bug in a stage (here: its request handling raises on the third request) must not end a stream as
+    if the caller had finished: the caller gets an error, the log a traceback, the next stream its answers."""
+    servers = serve_chain(tiny_run)
+    servicer = servers[stage].servicer
+    real_take, seen = servicer._take, []
+
+    def faulty_take(request, stream):
+        seen.append(request.request_id)
+        if len(seen) == 3:
+            raise RuntimeError("a bug in the stage")
+        return real_take(request, stream)
+
+    servicer._take = faulty_take
+    feeds = random_feeds(local, 6)
+    try:
+        with ChainClient(addresses(servers)) as client, pytest.raises(ChainCallError) as caught:
+            list(client.stream(feeds, timeout_s=20))
+        assert caught.value.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), caught.value.code
+        assert any("a bug in the stage" in (r.exc_text or r.getMessage()) for r in caplog.records), \
+            [r.getMessage() for r in caplog.records]
+        servicer._take = real_take
+        with ChainClient(addresses(servers)) as client:
+            streamed = list(client.stream(feeds, timeout_s=20))
+        expected = [local.run(f) for f in feeds]
+        assert [s[k].tobytes() for s in streamed for k in s] == [e[k].tobytes() for e in expected for k in e]
+    finally:
+        stop_all(servers)

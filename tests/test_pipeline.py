@@ -19,6 +19,7 @@ from deploy.pipeline.runner import PipelineClosed, PipelinedRunner, RequestFaile
 from deploy.core.verify import sample_feeds
 from quantize.stages import split_into
 from quantize.plan_options import PlanOptions
+from tests.waiting import wait_until
 
 V1 = "mobilenet_v1_0.25_128_quant.tflite"
 V2 = "mobilenet_v2_1.0_224_quant.tflite"
@@ -46,11 +47,7 @@ def reference_outputs(coral_data, model, feeds):
 
 
 def wait_for(condition, what):
-    deadline = time.monotonic() + HANG
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.001)
+    wait_until(condition, HANG, what, every_s=0.001)
 
 
 class Gate:

@@ -19,6 +19,7 @@ import runfolder
 from deploy.serving.app import create_app
 from deploy.serving.upstream import TEST_DELAY_ENV, LocalUpstream
 from tests.conftest import REPO, png_bytes, run_cli
+from tests.waiting import wait_until
 
 
 # ---------------------------------------------------------------- helpers (also used by test_serving_jobs)
@@ -34,16 +35,6 @@ def held_out_png(run, index=0):
     with np.load(run / record["path"]) as data:
         pixels = data["images"][index]
     return png_bytes(pixels), pixels
-
-
-def wait_until(predicate, timeout_s=60.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class ServerProcess:

@@ -23,8 +23,8 @@ from tests.test_serving_api import (
     free_port,
     held_out_png,
     ready_client,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")

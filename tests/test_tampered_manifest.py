@@ -83,7 +83,7 @@ def test_serve_api_stays_up_says_why_and_refuses_work(tiny_run, tmp_path):
         def answer():
             response = httpx.get(server.url + "/readyz", timeout=2)
             return "failed to load" in response.text and response
-        from tests.test_serving_api import wait_until
+        from tests.waiting import wait_until
         ready = wait_until(lambda: _quiet(answer), 60, "/readyz to give the load error")
         png = held_out_png(tiny_run)[0]
         classify = httpx.post(server.url + "/v1/classify", content=png, headers={"Content-Type": "image/png"})

@@ -46,6 +46,7 @@ class Call:
         self._reading = True
         self.link = None
         self.failure = None                      # why the caller's stream is refused (garbage), or None
+        self.fault = None                        # this stage's own failure on the stream (a bug), or None
         self.last_active = time.monotonic()
 
     def alive(self):

@@ -92,6 +92,8 @@ class StageServicer(stage_pb2_grpc.StageServicer):
             yield from self._replies(request_iterator, stream)
         finally:
             self.streams.leave(stream)
+        if stream.fault:
+            context.abort(grpc.StatusCode.INTERNAL, stream.fault)
         if stream.failure:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, stream.failure)
 
@@ -141,11 +143,13 @@ class StageServicer(stage_pb2_grpc.StageServicer):
         requests = iter(request_iterator)
         while True:
             try:
-                self._take(next(requests), stream)
+                request = next(requests)
+            except (StopIteration, grpc.RpcError):   # the caller is done sending, or went away
+                break
+            try:
+                self._take(request, stream)
             except Unparseable as exc:
                 stream.failure = str(exc)
-                break
-            except Exception:  # noqa: BLE001  (the caller went away: the stream ends)
                 break
             while (reply := _ready(stream.replies)) is not None:
                 if reply is _END:
@@ -156,7 +160,9 @@ class StageServicer(stage_pb2_grpc.StageServicer):
             yield reply
 
     def _read(self, request_iterator, stream, unread):
-        # The caller going away ends the stream, nothing else; garbage ends it with INVALID_ARGUMENT.
+        """The reader thread of a forwarding stage. The caller going away ends the stream quietly; garbage
+        ends it with INVALID_ARGUMENT; a fault of this stage's own ends it with INTERNAL and a traceback
+        in the log (a bug must not end a stream silently)."""
         try:
             for request in request_iterator:
                 while not unread.acquire(timeout=0.5):
@@ -165,9 +171,13 @@ class StageServicer(stage_pb2_grpc.StageServicer):
                 self._take(request, stream)
         except Unparseable as exc:
             stream.failure = str(exc)
-        except Exception:  # noqa: BLE001  (the caller went away)
+        except grpc.RpcError:   # the caller went away
             pass
-        stream.done_reading()
+        except Exception as exc:  # noqa: BLE001  (this thread's end: logged and sent, not swallowed)
+            log.exception("%s: reading a stream failed", self.where)
+            stream.fault = f"{self.where} failed on this stream ({type(exc).__name__}: {exc}); see its log"
+        finally:
+            stream.done_reading()
 
     def _take(self, request, stream):
         request_id = request.request_id
