@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from deploy.core.open import open_chain
 from deploy.net import channels, codec, stage_pb2
 from deploy.net.client import ChainCallError, ChainClient
-from deploy.net.launch import launch_local
+from deploy.net.launch import StageProcessOptions, launch_local
 from tests.net_helpers import random_feeds, rss_kib
 
 
@@ -26,7 +26,8 @@ def _endless(feeds):
 
 
 def test_killing_the_middle_stage_fails_fast_and_its_restart_serves_again(tiny_run, local, tmp_path):
-    with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
+    with launch_local(tiny_run, base_port=0, options=StageProcessOptions(log_dir=tmp_path)) as chain, \
+            ChainClient(chain.addresses) as client:
         others = [chain.processes[0].pid, chain.processes[2].pid]
         results, killed_at = client.stream_results(_endless(random_feeds(local, 50)), timeout_s=30), None
         with pytest.raises(ChainCallError) as caught:
@@ -58,7 +59,8 @@ def test_killing_the_middle_stage_fails_fast_and_its_restart_serves_again(tiny_r
 
 def test_a_frozen_middle_stage_is_noticed_by_keepalive_and_serves_again_when_it_wakes(tiny_run, local, tmp_path):
     """SIGSTOP: the process neither answers nor closes its connections, like a machine cut off."""
-    with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
+    with launch_local(tiny_run, base_port=0, options=StageProcessOptions(log_dir=tmp_path)) as chain, \
+            ChainClient(chain.addresses) as client:
         frozen_at = None
         with pytest.raises(ChainCallError) as caught:
             for count, _ in enumerate(client.stream(_endless(random_feeds(local, 50)), timeout_s=60)):
@@ -81,8 +83,8 @@ def test_a_frozen_middle_stage_is_noticed_by_keepalive_and_serves_again_when_it_
 
 def test_overload_is_refused_with_resource_exhausted_and_memory_stays_flat(tiny_run, local, tmp_path):
     slow_last = {2: ["--add-latency-ms", "5"]}      # stage 0 reads fast; the work piles up behind it
-    with launch_local(tiny_run, base_port=0, extra_args=["--max-in-flight", "4"], stage_args=slow_last,
-                      log_dir=tmp_path) as chain:
+    with launch_local(tiny_run, base_port=0, options=StageProcessOptions(
+            extra_args=["--max-in-flight", "4"], stage_args=slow_last, log_dir=tmp_path)) as chain:
         stub = channels.stage_stub(channels.open_channel(chain.addresses[0]))
         requests = [stage_pb2.StageRequest(request_id=i, tensors=codec.encode(f))
                     for i, f in enumerate(random_feeds(local, 2000))]
@@ -103,7 +105,7 @@ def test_overload_is_refused_with_resource_exhausted_and_memory_stays_flat(tiny_
 
 
 def test_sigterm_turns_health_not_serving_then_the_server_exits_cleanly(tiny_run, tmp_path):
-    chain = launch_local(tiny_run, base_port=0, log_dir=tmp_path)
+    chain = launch_local(tiny_run, base_port=0, options=StageProcessOptions(log_dir=tmp_path))
     try:
         health = health_pb2_grpc.HealthStub(channels.open_channel(chain.addresses[2]))
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
@@ -126,7 +128,8 @@ def test_sigterm_turns_health_not_serving_then_the_server_exits_cleanly(tiny_run
 @pytest.mark.slow
 def test_ten_thousand_streamed_requests_none_lost_duplicated_or_reordered(tiny_run, local, tmp_path):
     feeds = random_feeds(local, 10_000, seed=3)
-    with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses) as client:
+    with launch_local(tiny_run, base_port=0, options=StageProcessOptions(log_dir=tmp_path)) as chain, \
+            ChainClient(chain.addresses) as client:
         start = time.perf_counter()
         results = list(client.stream_results(feeds, timeout_s=300))
         seconds = time.perf_counter() - start
@@ -144,7 +147,8 @@ def test_ten_thousand_streamed_requests_none_lost_duplicated_or_reordered(tiny_r
 def test_concurrent_run_calls_from_threads_each_get_their_own_answer(tiny_run, local, tmp_path):
     feeds = random_feeds(local, 60, seed=5)
     expected = [local.run(f) for f in feeds]
-    with launch_local(tiny_run, base_port=0, log_dir=tmp_path) as chain, ChainClient(chain.addresses[0]) as client:
+    with launch_local(tiny_run, base_port=0, options=StageProcessOptions(log_dir=tmp_path)) as chain, \
+            ChainClient(chain.addresses[0]) as client:
         got = [None] * len(feeds)
 
         def work(start):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deploy.net.client import ChainClient
-from deploy.net.launch import launch_local
+from deploy.net.launch import StageProcessOptions, launch_local
 from tests.conftest import REPO
 
 REFERENCE = """
@@ -45,7 +45,8 @@ def test_the_chain_served_from_the_deploy_only_environment_is_exact(tiny_run, pi
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     expected = np.load(tmp_path / "expected.npy")
-    with launch_local(tiny_run, base_port=0, python=pi_python, log_dir=tmp_path) as chain, \
+    processes = StageProcessOptions(python=pi_python, log_dir=tmp_path)
+    with launch_local(tiny_run, base_port=0, options=processes) as chain, \
             ChainClient(chain.addresses) as client:
         got = [client.run({spec["name"]: f}) for f in feeds]
     assert all(g[next(iter(g))].tobytes() == e.tobytes() for g, e in zip(got, expected))

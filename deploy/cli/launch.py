@@ -39,7 +39,9 @@ def run(args):
     except ImportError as exc:
         raise CannotRunHere(f"serving needs grpcio ({exc}); pip install 'coral-stages[serve]'") from exc
     extra = [a for a in args.serve_args if a != "--"]
-    chain = launch.launch_local(args.run, args.base_port, args.host, tls.from_args(args), extra, args.log_dir)
+    chain = launch.launch_local(args.run, args.base_port, args.host,
+                                 launch.StageProcessOptions(tls=tls.from_args(args), extra_args=extra,
+                                                            log_dir=args.log_dir))
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -8,6 +8,7 @@ can be killed and restarted alone: ``restart(k)``); its output goes to
 ``log_dir/stage_K.log``. ``launch_local`` returns once every stage's health
 service says SERVING, or raises with the failing stage's log.
 """
+import dataclasses
 import os
 import pathlib
 import signal
@@ -64,13 +65,31 @@ def wait_serving(address, tls=None, timeout_s=60.0, process=None):
         channel.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class StageProcessOptions:
+    """How each ``serve-stage`` process is started.
+
+    tls: a ``tls.TlsFiles`` used by every stage (and to check their health).
+    extra_args: more serve-stage options for every stage (e.g. ["--max-in-flight", "8"]).
+    stage_args: {stage index: [options]} for single stages (e.g. {2: ["--add-latency-ms", "5"]}).
+    log_dir: where stage_K.log files go (default: a new temporary folder).
+    python: the interpreter that runs them (default: this one).
+    """
+    tls: object = None
+    extra_args: tuple = ()
+    stage_args: dict = None
+    log_dir: str = None
+    python: str = None
+
+
 class LocalChain:
     """Stage server processes: ``addresses``, ``processes``, ``restart(k)``, ``stop()``."""
 
-    def __init__(self, run_dir, addresses, tls, extra_args, log_dir, python, stage_args=None):
-        self.run_dir, self.addresses, self.tls = str(run_dir), addresses, tls
-        self.extra_args, self.log_dir, self.python = [str(a) for a in extra_args], pathlib.Path(log_dir), python
-        self.stage_args = {k: [str(a) for a in v] for k, v in (stage_args or {}).items()}
+    def __init__(self, run_dir, addresses, options):
+        self.run_dir, self.addresses, self.tls = str(run_dir), addresses, options.tls
+        self.extra_args = [str(a) for a in options.extra_args]
+        self.log_dir, self.python = log_folder(options.log_dir), options.python or sys.executable
+        self.stage_args = {k: [str(a) for a in v] for k, v in (options.stage_args or {}).items()}
         self.processes = [None] * len(addresses)
 
     def command(self, index):
@@ -136,7 +155,7 @@ class LocalChain:
 def log_folder(path):
     """The folder for stage logs, made if missing (a new temporary folder for None)."""
     if path is None:
-        return tempfile.mkdtemp(prefix="stages-")
+        return pathlib.Path(tempfile.mkdtemp(prefix="stages-"))
     folder = pathlib.Path(path)
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"--log-dir {folder} is a file; give a folder for the stage logs")
@@ -147,16 +166,13 @@ def log_folder(path):
     return folder
 
 
-def launch_local(run_dir, base_port=50051, host="127.0.0.1", tls=None, extra_args=(), log_dir=None,
-                 python=None, timeout_s=60.0, stage_args=None):
+def launch_local(run_dir, base_port=50051, host="127.0.0.1", options=StageProcessOptions(),
+                 timeout_s=60.0):
     """Starts one ``serve-stage`` process per stage of ``run_dir`` on ``host``; returns a LocalChain.
 
     Args:
       base_port: stage K listens on base_port + K (0: free ports picked by the OS).
-      tls: a ``tls.TlsFiles`` used by every stage (and to check their health).
-      extra_args: more serve-stage options for every stage (e.g. ["--max-in-flight", "8"]).
-      stage_args: {stage index: [options]} for single stages (e.g. {2: ["--add-latency-ms", "5"]}).
-      log_dir: where stage_K.log files go (default: a new temporary folder).
+      options: a StageProcessOptions (TLS, extra serve-stage options, log folder, interpreter).
     Raises:
       LaunchError: a stage did not become SERVING within ``timeout_s`` (the others are stopped).
     """
@@ -164,8 +180,7 @@ def launch_local(run_dir, base_port=50051, host="127.0.0.1", tls=None, extra_arg
     count = len(runfolder.require(manifest, "stages", run_dir, "deploy launch"))
     ports = free_ports(count, host) if base_port == 0 else [base_port + k for k in range(count)]
     addresses = [f"{host}:{port}" for port in ports]
-    chain = LocalChain(run_dir, addresses, tls, extra_args, log_folder(log_dir), python or sys.executable,
-                       stage_args)
+    chain = LocalChain(run_dir, addresses, options)
     try:
         for index in range(count):
             chain.spawn(index)

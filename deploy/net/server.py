@@ -4,8 +4,8 @@ Each request is checked against the stage's manifest entry (``codec.decode``;
 INVALID_ARGUMENT otherwise), admitted only while fewer than ``max_in_flight``
 requests are inside this server (RESOURCE_EXHAUSTED otherwise, so memory stays
 bounded), run one at a time on the stage's interpreter (stages overlap across
-servers, as PipelinedRunner's stage threads do in one process), then forwarded on a stream to the next stage, whose reply comes
-back up unchanged. The last stage, or a stage whose exit head is confident
+servers, as PipelinedRunner's stage threads do in one process), then forwarded on
+a stream to the next stage, whose reply comes back up unchanged. The last stage, or a stage whose exit head is confident
 (``--exit-threshold``), replies itself. A caller's deadline is passed on to the
 next stage, and a request whose caller has gone is dropped before it runs.
 The standard health service says SERVING once the stage is loaded and
@@ -57,21 +57,22 @@ def _count(shape):
 class StageServicer(stage_pb2_grpc.StageServicer):
     """The Stage service of one loaded stage: Process (stream), Run (one request), Describe."""
 
-    def __init__(self, stage, stage_plan, next_address=None, tls=None, max_in_flight=32, exit_threshold=None,
-                 delay_s=0.0, max_message_bytes=None, streams=None):
+    def __init__(self, stage, stage_plan, next_address, options, max_message_bytes, streams):
+        """``options``: the ServeOptions it runs with (tls, max_in_flight, exit_threshold, delay_s are read);
+        ``max_message_bytes``: the request limit worked out from them; ``streams``: its StreamLimit."""
         self.stage, self.plan, self.next_address = stage, stage_plan, next_address
-        self.max_in_flight, self.exit_threshold = max_in_flight, exit_threshold
+        self.max_in_flight, self.exit_threshold = options.max_in_flight, options.exit_threshold
         self.max_message_bytes = max_message_bytes
-        self.slots = threading.BoundedSemaphore(max_in_flight)
+        self.slots = threading.BoundedSemaphore(options.max_in_flight)
         self.where = f"stage {stage_plan.index}"
-        self.streams = streams or StreamLimit(self.where, 16)
-        self.worker = _Worker(stage, delay_s)
+        self.streams = streams
+        self.worker = _Worker(stage, options.delay_s)
         self._expected = codec.Expected(stage_plan.receives)       # worked out once, not per request
         self._sends = [t["name"] for t in stage_plan.sends]
         self._returns = [t["name"] for t in stage_plan.returns]
         self._stub = None
         if next_address:
-            self._stub = channels.stage_stub(channels.open_channel(next_address, tls))
+            self._stub = channels.stage_stub(channels.open_channel(next_address, options.tls))
 
     def open_link(self, stream, first):
         hop = f"stage {self.plan.index + 1} at {self.next_address} (hop from stage {self.plan.index})"
@@ -318,8 +319,7 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, options=Serve
     stage = load_stage(run_dir, manifest, index, options.devices, options.num_threads, options.xnnpack)
     limit = options.max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
     streams = StreamLimit(f"stage {index}", max_streams, stream_idle_s)
-    servicer = StageServicer(stage, stage_plan, next_address, tls, max_in_flight, exit_threshold, options.delay_s,
-                             limit, streams)
+    servicer = StageServicer(stage, stage_plan, next_address, options, limit, streams)
     # A thread for every stream and every admitted Run, and 4 more, so health checks never wait for one.
     # No maximum_concurrent_rpcs: it counts health checks too, and idle streams then locked them out.
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_streams + max_in_flight + 4,
