@@ -11,6 +11,7 @@ from deploy.core.chain import StageChain
 from deploy.core.classify import whole_model_chain
 from deploy.core.devices import Assignment, assign_devices, canonical, tpu_names
 from deploy.core.edgetpu import EdgeTpu, list_edge_tpus
+from deploy.core.open import Runtime
 from deploy.core.stages import load_stages, parse_devices
 from tests.conftest import copy_run, run_cli
 from quantize.plan_options import PlanOptions
@@ -223,17 +224,17 @@ def test_verify_devices_reports_exact_match_difference_and_top1(coral_data, tmp_
     from quantize.stages import split_into
     run = tmp_path / "m2"
     split_into(str(run), str(coral_data / "mobilenet_v1_0.25_128_quant.tflite"), PlanOptions(stages=2), progress=lambda *_: None)
-    real_open = commands.open_chain
+    real_open = commands.open_run
 
-    def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):
-        on_tpu = devices != "cpu"
-        manifest, chain = real_open(run_dir, "cpu", num_threads, [], xnnpack=on_tpu)
+    def open_run(run_dir, runtime):
+        on_tpu = runtime.devices != "cpu"
+        manifest, chain = real_open(run_dir, Runtime("cpu", runtime.threads, xnnpack=on_tpu, tpus=[]))
         if on_tpu:
             chain.stages[0].placement = "edgetpu:usb:0"
         return manifest, chain
 
-    monkeypatch.setattr(commands, "open_chain", open_chain)
-    result = commands.verify_devices_run(str(run), "usb:0,cpu", samples=8)
+    monkeypatch.setattr(commands, "open_run", open_run)
+    result = commands.verify_devices_run(str(run), Runtime(devices="usb:0,cpu"), samples=8)
     assert result["samples"] == 8 and result["outputs_compared"] == 8
     assert result["exact_match_rate"] == 1 - result["mismatching_outputs"] / 8 < 1
     assert result["max_abs_difference"] > 0 and 0 <= result["top1_agreement"] <= 1

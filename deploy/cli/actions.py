@@ -1,4 +1,5 @@
 """What ``python -m deploy`` does on a run folder: classify images, evaluate, verify, bench."""
+import dataclasses
 import json
 import pathlib
 import sys
@@ -14,7 +15,7 @@ from deploy.core.exits import check_exit_threshold, exit_shares
 from deploy.core.progress import printer
 from deploy.core.runtime import load_runtime
 from deploy.core.stages import StageError
-from deploy.core.open import describe_classes, describe_placement, input_spec, load_test_set, open_chain
+from deploy.core.open import Runtime, describe_classes, describe_placement, input_spec, load_test_set, open_run
 from deploy.core.verify import compare, reference_chain, sample_feeds
 from runfolder.errors import CannotRunHere
 
@@ -53,14 +54,14 @@ def _adapted(path, spec, resize, convert):
     return ", ".join(done)
 
 
-def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices=None, num_threads=None,
-                    xnnpack=True, exit_threshold=None, as_json=False):
+def classify_images(run_dir, images, runtime=Runtime(), top_k=3, resize=True, convert=True, exit_threshold=None,
+                    as_json=False):
     """Top-k classes of each image file (folders: every image in them); returns [(path, [Class] or None)].
 
     An image that cannot be read gets its error line and the others still run (None in the result).
     With ``as_json`` each image is one JSON line {"path", "top": [{"id", "label", "score"}]} or {"path", "error"}.
     """
-    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    manifest, chain = open_run(run_dir, runtime)
     check_exit_threshold(manifest, exit_threshold)
     say = (lambda line: print(line, file=sys.stderr)) if as_json else print
     for line in describe_placement(chain):
@@ -91,9 +92,9 @@ def classify_images(run_dir, images, top_k=3, resize=True, convert=True, devices
     return results
 
 
-def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=True, exit_threshold=None):
+def evaluate_run(run_dir, runtime=Runtime(), limit=None, exit_threshold=None):
     """Accuracy and latency of the stage chain on the held-out test split; recorded in the manifest."""
-    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    manifest, chain = open_run(run_dir, runtime)
     check_exit_threshold(manifest, exit_threshold)
     images, labels = load_test_set(run_dir, manifest)
     if limit:
@@ -122,9 +123,9 @@ def evaluate_run(run_dir, devices=None, num_threads=None, limit=None, xnnpack=Tr
     return deploy["eval"]
 
 
-def verify_run(run_dir, reference=None, samples=64, devices=None, num_threads=None, xnnpack=True):
+def verify_run(run_dir, reference=None, samples=64, runtime=Runtime()):
     """Runs the chain and the unsplit model on the same inputs; returns the comparison dict."""
-    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    manifest, chain = open_run(run_dir, runtime)
     tpus = [s for s in chain.stages if s.placement.startswith("edgetpu")]
     if reference is None:
         record = runfolder.require(manifest, "quantization", run_dir, "deploy verify")["int8_model"]
@@ -160,8 +161,9 @@ def _test_images(run_dir, manifest, chain):
     return images if _fits(chain, images) else None
 
 
-def verify_devices_run(run_dir, devices, samples=64, tpus=None, num_threads=None, xnnpack=True):
-    """Compiled stages on their Edge TPUs against the same stages' int8 files on the CPU, same inputs.
+def verify_devices_run(run_dir, runtime, samples=64):
+    """Compiled stages on their Edge TPUs (``runtime.devices``) against the same stages' int8 files on the
+    CPU, same inputs.
 
     Returns:
       The comparison dict of ``deploy.core.verify.compare`` plus ``exact_match_rate``,
@@ -169,19 +171,19 @@ def verify_devices_run(run_dir, devices, samples=64, tpus=None, num_threads=None
     Raises:
       CannotRun: no stage runs on an Edge TPU; the message gives each stage's reason.
     """
-    manifest, chain = open_chain(run_dir, devices, num_threads, tpus, xnnpack)
+    manifest, chain = open_run(run_dir, runtime)
     if not any(s.placement.startswith("edgetpu") for s in chain.stages):
         reasons = "; ".join(f"stage {s.index}: {s.reason}" for s in chain.stages)
         raise CannotRun(f"cannot compare Edge TPU with CPU results: no stage runs on an Edge TPU ({reasons}). "
                         "It needs compiled stages (`python -m compile`), an Edge TPU plugged in and libedgetpu "
                         "installed; `python -m deploy doctor` checks the last two")
-    _, cpu = open_chain(run_dir, "cpu", num_threads, tpus, xnnpack)
+    _, cpu = open_run(run_dir, dataclasses.replace(runtime, devices="cpu"))
     for line in describe_placement(chain):
         print(line)
     feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
     result = compare(chain, cpu, feeds, printer("verify devices"))
     result["exact_match_rate"] = 1.0 - result["mismatching_outputs"] / max(result["outputs_compared"], 1)
-    result["devices"] = devices
+    result["devices"] = runtime.devices
     result["placements"] = [{"index": s.index, "placement": s.placement, "reason": s.reason} for s in chain.stages]
     manifest.setdefault("deploy", {})["verify_devices"] = result
     runfolder.save(run_dir, manifest)
@@ -191,17 +193,16 @@ def verify_devices_run(run_dir, devices, samples=64, tpus=None, num_threads=None
     return result
 
 
-def bench_run(run_dir, samples=200, warmup=20, devices=None, num_threads=None, xnnpack=True, queue_size=2,
-              make_plot=True):
+def bench_run(run_dir, runtime=Runtime(), samples=200, warmup=20, queue_size=2, make_plot=True):
     """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined.
 
     Returns the result recorded as ``deploy.bench`` in the manifest (see ``deploy.pipeline.bench``).
     """
-    manifest, chain = open_chain(run_dir, devices, num_threads, xnnpack=xnnpack)
+    manifest, chain = open_run(run_dir, runtime)
     for line in describe_placement(chain):
         print(line)
     feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
-    result = bench.describe(chain, samples, warmup, num_threads, xnnpack, queue_size)
+    result = bench.describe(chain, samples, warmup, runtime.threads, runtime.xnnpack, queue_size)
     result.update(bench.bench_chain(chain, feeds, warmup, queue_size, printer))
     for line in bench.table_lines(result):
         print(line)

@@ -1,5 +1,5 @@
 """``python -m deploy bench``: latency per stage and end to end, sequential against pipelined."""
-from deploy.cli.options import add_runtime_options
+from deploy.cli.options import add_runtime_options, runtime_of
 from runfolder import cli
 
 
@@ -20,6 +20,5 @@ def parser():
 
 def run(args):
     from deploy.cli import actions
-    actions.bench_run(args.run, args.samples, args.warmup, args.devices, args.threads, args.xnnpack,
-                      args.queue_size, args.plot)
+    actions.bench_run(args.run, runtime_of(args), args.samples, args.warmup, args.queue_size, args.plot)
     return 0

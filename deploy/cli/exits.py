@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from deploy.cli.options import add_runtime_options
+from deploy.cli.options import add_runtime_options, runtime_of
 from runfolder import cli
 from runfolder.errors import OptionError
 
@@ -131,12 +131,12 @@ def run(args):
     import pathlib
 
     import runfolder
-    from deploy.core.open import describe_placement, load_test_set, open_chain
+    from deploy.core.open import describe_placement, load_test_set, open_run
     from deploy.core.progress import printer
     thresholds = parse_thresholds(args.thresholds)
     if args.limit is not None and args.limit < 1:
         raise OptionError(f"--limit must be at least 1, got {args.limit}")
-    manifest, chain = open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
+    manifest, chain = open_run(args.run, runtime_of(args))
     if not chain.exits:
         raise OptionError(f"the stages of {args.run} have no early exits; train with "
                          "`python -m training --exits after_block1,after_block2 ...` and re-run "

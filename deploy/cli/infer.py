@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from datasets.core import parse_option
-from deploy.cli.options import add_runtime_options
+from deploy.cli.options import add_runtime_options, runtime_of
 from runfolder import cli
 from runfolder.errors import OptionError
 
@@ -42,17 +42,16 @@ def run(args):
     from deploy.cli import actions
     if args.eval and args.dataset:
         from deploy.cli.eval_data import evaluate_on_data
-        from deploy.core.open import open_chain
-        manifest, chain = open_chain(args.run, args.devices, args.threads, xnnpack=args.xnnpack)
+        from deploy.core.open import open_run
+        manifest, chain = open_run(args.run, runtime_of(args))
         evaluate_on_data(args.run, manifest, chain, args.dataset, dict(args.data_option), args.limit,
                          args.exit_threshold)
         return 0
     if args.eval:
-        actions.evaluate_run(args.run, args.devices, args.threads, args.limit, args.xnnpack, args.exit_threshold)
+        actions.evaluate_run(args.run, runtime_of(args), args.limit, args.exit_threshold)
         return 0
-    results = actions.classify_images(args.run, args.image, args.top_k, args.resize, args.convert,
-                                      args.devices, args.threads, args.xnnpack, args.exit_threshold,
-                                      as_json=args.json)
+    results = actions.classify_images(args.run, args.image, runtime_of(args), args.top_k, args.resize,
+                                      args.convert, args.exit_threshold, as_json=args.json)
     failed = sum(classes is None for _, classes in results)
     if failed:
         print(f"{failed} of {len(results)} image(s) could not be classified (see the error lines)", file=sys.stderr)

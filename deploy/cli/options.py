@@ -4,6 +4,12 @@ DEVICES_HELP = ("per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
                 "(default: compiled stages take the Edge TPUs found in turn, the rest the CPU)")
 
 
+def runtime_of(args):
+    """The Runtime the ``add_runtime_options`` flags of ``args`` ask for."""
+    from deploy.core.open import Runtime
+    return Runtime(args.devices, args.threads, getattr(args, "xnnpack", True))
+
+
 def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
     """``--devices``, ``--threads`` and (unless ``xnnpack`` is False) ``--no-xnnpack``: where and how the
     stage interpreters run."""

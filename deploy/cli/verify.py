@@ -1,5 +1,5 @@
 """``python -m deploy verify``: the stage chain against the unsplit model, or Edge TPU stages against CPU ones."""
-from deploy.cli.options import add_runtime_options
+from deploy.cli.options import add_runtime_options, runtime_of
 from runfolder import cli
 
 
@@ -25,8 +25,7 @@ def _names_a_tpu(devices):
 def run(args):
     from deploy.cli import actions
     if _names_a_tpu(args.devices):
-        actions.verify_devices_run(args.run, args.devices, args.samples, num_threads=args.threads,
-                                   xnnpack=args.xnnpack)
+        actions.verify_devices_run(args.run, runtime_of(args), args.samples)
         return 0
-    result = actions.verify_run(args.run, args.reference, args.samples, args.devices, args.threads, args.xnnpack)
+    result = actions.verify_run(args.run, args.reference, args.samples, runtime_of(args))
     return 0 if result["bit_exact"] else 1

@@ -16,6 +16,24 @@ from deploy.core.exits import stage_exits
 from deploy.core.stages import StageError, load_stages
 
 
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how the stage interpreters run: what ``--devices``, ``--threads``, ``--no-xnnpack`` say.
+
+    devices: per-stage devices ("usb:0,cpu") or one for all; None lets compiled stages take the TPUs found.
+    threads: CPU threads per interpreter (None: the runtime's choice). tpus: the Edge TPUs to use (None: look).
+    """
+    devices: str = None
+    threads: int = None
+    xnnpack: bool = True
+    tpus: list = None
+
+
+def open_run(run_dir, runtime=Runtime()):
+    """``open_chain`` with a Runtime."""
+    return open_chain(run_dir, runtime.devices, runtime.threads, runtime.tpus, runtime.xnnpack)
+
+
 def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):
     """(manifest, StageChain) for a run folder, every file checked against its sha256."""
     manifest = runfolder.load(run_dir)
