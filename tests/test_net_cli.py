@@ -1,6 +1,7 @@
 """The command lines: launch, chain (--eval, --image), serve-stage's refusals."""
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -73,9 +74,10 @@ def test_serve_stage_refuses_bad_options_with_a_message(tiny_run, args, message)
 
 
 def test_chain_to_a_stopped_server_says_which_address_is_unavailable(tiny_run):
-    from deploy.net.launch import free_ports
-    address = f"127.0.0.1:{free_ports(1)[0]}"
-    result = run_cli("deploy", "chain", "--hosts", address, "--run", tiny_run, "--eval", "--limit", "2",
-                     "--timeout", "3", timeout=60)
+    with socket.socket() as held:   # bound, never listening: connections to it are refused, and no one else gets it
+        held.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{held.getsockname()[1]}"
+        result = run_cli("deploy", "chain", "--hosts", address, "--run", tiny_run, "--eval", "--limit", "2",
+                         "--timeout", "3", timeout=60)
     assert result.returncode == 2
     assert f"stage at {address} is unavailable" in result.stderr

@@ -162,3 +162,23 @@ def test_concurrent_run_calls_from_threads_each_get_their_own_answer(tiny_run, l
             thread.join()
     assert all(g.keys() == e.keys() and all(g[k].tobytes() == e[k].tobytes() for k in g)
                for g, e in zip(got, expected))
+
+
+def test_a_stage_that_cannot_start_on_port_zero_fails_the_launch_with_its_log(tiny_run, tmp_path):
+    """Stages start last first on OS-given ports; a bad option for stage 0 stops the launch with that
+    stage's log, and the stages already running are stopped, not left behind."""
+    from deploy.net.launch import LaunchError, LocalChain
+    started = []
+    real_spawn = LocalChain.spawn
+
+    def spawn(self, index):
+        real_spawn(self, index)
+        started.append(self.processes[index])
+
+    options = StageProcessOptions(log_dir=tmp_path, stage_args={0: ["--max-in-flight", "0"]})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalChain, "spawn", spawn)
+        with pytest.raises(LaunchError, match=r"stage 0 did not start serving(.|\n)*max-in-flight"):
+            launch_local(tiny_run, base_port=0, options=options, timeout_s=60)
+    assert len(started) == 3 and all(p.poll() is not None for p in started)
+    assert not list(tmp_path.glob("*.port")), "a port file outlived its stage"

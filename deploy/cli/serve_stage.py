@@ -9,6 +9,7 @@ served for --drain-seconds (so load balancers and readiness probes notice),
 then requests in flight get --grace-seconds to finish.
 """
 import argparse
+import os
 import signal
 import threading
 
@@ -38,6 +39,8 @@ def parser():
                    help="close a stream after this many seconds without a request (default 300)")
     p.add_argument("--add-latency-ms", type=float, default=0.0,
                    help="sleep before each run, to rehearse a slow device (deadlines, overload)")
+    p.add_argument("--port-file", default=None, metavar="FILE",
+                   help="write the port bound here once serving (with --listen HOST:0: the one the OS gave)")
     p.add_argument("--drain-seconds", type=float, default=1.0,
                    help="after SIGTERM: seconds NOT_SERVING but still serving (default 1)")
     p.add_argument("--grace-seconds", type=float, default=5.0,
@@ -45,6 +48,14 @@ def parser():
     from deploy.net import tls
     tls.add_arguments(p)
     return p
+
+
+def write_port(path, port):
+    """The port as text in ``path``, whole or not at all (written aside, then renamed)."""
+    part = f"{path}.part"
+    with open(part, "w") as out:
+        out.write(f"{port}\n")
+    os.replace(part, path)
 
 
 def run(args):
@@ -64,6 +75,8 @@ def run(args):
     print(f"stage {args.stage} ({stage.placement}: {stage.reason}) serving on {args.listen.rsplit(':', 1)[0]}:"
           f"{stage_server.port}" + (f", next {args.next}" if args.next else ", last stage")
           + (", mutual TLS" if args.tls_cert else ""), flush=True)
+    if args.port_file:
+        write_port(args.port_file, stage_server.port)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 class LaunchError(UserError, RuntimeError):
     """A stage server did not start; the message holds the end of its log."""
-
-
-def free_ports(count, host="127.0.0.1"):
-    """``count`` ports free on ``host`` right now (the OS picks them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def wait_serving(address, tls=None, timeout_s=60.0, process=None):
@@ -101,7 +88,25 @@ class LocalChain:
             args += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
             if self.tls.server_name:
                 args += ["--tls-server-name", self.tls.server_name]
+        if self.addresses[index].endswith(":0"):
+            args += ["--port-file", str(self.port_file(index))]
         return args + self.extra_args + self.stage_args.get(index, [])
+
+    def port_file(self, index):
+        return self.log_dir / f"stage_{index}.port"
+
+    def await_port(self, index, timeout_s=60.0):
+        """Waits for stage ``index``, started on port 0, to write the port the OS gave it; keeps that
+        address (a restart binds it again)."""
+        path, process = self.port_file(index), self.processes[index]
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.await_serving(index, 0)   # raises LaunchError with the log's tail
+            time.sleep(0.05)
+        host = self.addresses[index].rpartition(":")[0]
+        self.addresses[index] = f"{host}:{int(path.read_text())}"
+        path.unlink()
 
     def start(self, index, timeout_s=60.0):
         """Starts stage ``index`` and waits until it is SERVING."""
@@ -171,19 +176,24 @@ def launch_local(run_dir, base_port=50051, host="127.0.0.1", options=StageProces
     """Starts one ``serve-stage`` process per stage of ``run_dir`` on ``host``; returns a LocalChain.
 
     Args:
-      base_port: stage K listens on base_port + K (0: free ports picked by the OS).
+      base_port: stage K listens on base_port + K (0: each stage binds a port the OS gives it and reports
+        it; they start last first, each told the next one's port; a restart binds the same port again).
       options: a StageProcessOptions (TLS, extra serve-stage options, log folder, interpreter).
     Raises:
       LaunchError: a stage did not become SERVING within ``timeout_s`` (the others are stopped).
     """
     manifest = runfolder.load(run_dir)
     count = len(runfolder.require(manifest, "stages", run_dir, "deploy launch"))
-    ports = free_ports(count, host) if base_port == 0 else [base_port + k for k in range(count)]
-    addresses = [f"{host}:{port}" for port in ports]
+    addresses = [f"{host}:{base_port + k if base_port else 0}" for k in range(count)]
     chain = LocalChain(run_dir, addresses, options)
     try:
-        for index in range(count):
-            chain.spawn(index)
+        if base_port == 0:
+            for index in reversed(range(count)):
+                chain.spawn(index)
+                chain.await_port(index, timeout_s)
+        else:
+            for index in range(count):
+                chain.spawn(index)
         for index in range(count):
             chain.await_serving(index, timeout_s)
     except BaseException:
