@@ -81,3 +81,14 @@ def test_chain_to_a_stopped_server_says_which_address_is_unavailable(tiny_run):
                          "--timeout", "3", timeout=60)
     assert result.returncode == 2
     assert f"stage at {address} is unavailable" in result.stderr
+
+
+@pytest.mark.parametrize("chain, message", [
+    ("a:b", "--chain 'a:b': stage address 'a:b' is not HOST:PORT"),
+    (" , ", "no stage address given"),
+])
+def test_serve_api_refuses_a_chain_that_is_not_host_port_with_the_same_words(tiny_run, chain, message):
+    """serve-api --chain reads addresses as `deploy chain --hosts` does (one parser, one message)."""
+    result = run_cli("deploy", "serve-api", "--run", tiny_run, "--chain", chain, "--listen", "127.0.0.1:0",
+                     timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -36,11 +36,12 @@ def upstream_factory(args):
     from deploy.serving.upstream import ChainUpstream, LocalUpstream
     limits = DecodeLimits(args.max_image_pixels)   # one budget for every upstream (thread) of this process
     if args.chain:
-        hosts = [h.strip() for h in args.chain.split(",") if h.strip()]
-        bad = [h for h in hosts if h.rpartition(":")[2].isdigit() is False]
-        if not hosts or bad:
-            raise OptionError(f"--chain {args.chain!r}: give host:port for each stage server, comma-separated")
         from deploy.net import tls
+        from deploy.net.channels import split_hosts
+        try:
+            hosts = split_hosts(args.chain)
+        except OptionError as exc:
+            raise OptionError(f"--chain {args.chain!r}: {exc}") from exc
         files = tls.from_args(args)
         return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k,
                                      limits=limits)
