@@ -96,6 +96,8 @@ def check_main(argv):
     if args.json:
         print(json.dumps(document, indent=1))
     else:
+        from compile.preflight.optable import agreement_line
+        print(f"Edge TPU compiler 16.0, predicted (not run); {agreement_line()}\n")
         print("\n\n".join("\n".join(format_report(r)) for r in reports))
     return 0
 

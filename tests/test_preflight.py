@@ -110,7 +110,7 @@ def test_unsupported_op_in_the_middle_sends_everything_after_it_to_the_cpu(tmp_p
     assert {p["status"] for p in got["ops"][pool + 1:]} == {optable.ONE_SUBGRAPH}
     assert f"op {pool} (HARD_SWISH)" in got["ops"][pool + 1]["reason"]
     assert got["summary"] == {"total_ops": len(where), "tpu_ops": pool,
-                              "cpu_ops": len(where) - pool, "edgetpu_subgraphs": 1,
+                              "cpu_ops": len(where) - pool, "at_risk_ops": 0, "edgetpu_subgraphs": 1,
                               "first_fall_through_op": pool + 1}
     assert any("predicted on the CPU" in line for line in warnings(got))
 
@@ -155,7 +155,7 @@ def _pool_activation(model):
 @pytest.mark.parametrize("edit, op, status, words", [
     (_set_dilation, 0, optable.UNSPECIFIED, "dilation 2x1"),
     (_float_input, 0, optable.BAD_TYPE, "float32"),
-    (_batch_of_two, 0, optable.UNSPECIFIED, "3 innermost dimensions"),
+    (_batch_of_two, 0, optable.BAD_RANK, "3 innermost dimensions"),   # the status gh30 quotes
     (_pool_activation, "AVERAGE_POOL_2D", optable.UNSPECIFIED, "fused activation"),
 ])
 def test_coral_limits_on_single_ops(tmp_path, edit, op, status, words):
@@ -203,7 +203,7 @@ def test_predict_placement_interface_on_a_graph():
     graph = read_graph(SPLIT_CONCAT)
     got = predict_placement(graph)
     assert [set(p) for p in got] == [{"index", "type", "version", "placement", "status",
-                                      "reason"}] * 3
+                                      "reason", "risk"}] * 3
     assert [p["type"] for p in got] == [op.name for op in graph.ops]
 
 

@@ -33,7 +33,8 @@ import pathlib
 
 import runfolder
 from compile.preflight import optable as T
-from compile.preflight.opcheck import dynamic_tensors, op_support, op_version
+from compile.preflight.dynamic import dynamic_tensors, signature_risks
+from compile.preflight.opcheck import op_risks, op_support, op_version
 from tflitegraph.graph import GraphError, read_graph
 from runfolder.errors import UserError
 
@@ -50,9 +51,11 @@ def predict_placement(graph, support=None, min_runtime_version=None):
       support: the result of ``op_support(graph)``, if already computed.
     Returns:
       A list of dicts {"index", "type", "version", "placement" ("tpu"|"cpu"),
-      "status" (the compiler's status text), "reason" (why, for this model)}.
+      "status" (the compiler's status text), "reason" (why, for this model), "risk" (for an
+      op predicted on the Edge TPU: why it may still end up on the CPU, else "")}.
     """
     support = support or op_support(graph, min_runtime_version)
+    risks = op_risks(graph)
     from_tpu = set()      # tensors the Edge TPU part computes
     after_tpu = {}        # tensor -> op position: computed on the CPU from Edge TPU results
     result = []
@@ -76,7 +79,8 @@ def predict_placement(graph, support=None, min_runtime_version=None):
                 after_tpu.update((t, source) for t in op.outputs if t >= 0)
         result.append({"index": op.position, "type": op.name,
                        "version": op_version(graph, op.position), "placement": placement,
-                       "status": status, "reason": reason})
+                       "status": status, "reason": reason,
+                       "risk": risks.get(op.position, "") if placement == "tpu" else ""})
     return result
 
 
@@ -86,7 +90,7 @@ def version_notes(graph):
     return [f"op {op.position} {op.name} has version {version}, which TensorFlow added in 2.6, "
             "about when compiler 16.0 was built: it may refuse the model. If it does, try "
             "`compile.preflight.rewrite_op_versions`"
-            for op, version in versions if (op.name, version) in T.UNCERTAIN_VERSIONS]
+            for op, version in versions if (op.name, version) in T.UNCERTAIN_VERSIONS] + signature_risks(graph)
 
 
 def model_problems(graph):
@@ -103,10 +107,13 @@ def model_problems(graph):
                 "Try `compile.rewrite_op_versions`, or convert with an older TensorFlow")
     dynamic = dynamic_tensors(graph)
     if dynamic:
+        name, why = dynamic[0]
+        more = f" (and {len(dynamic) - 1} more)" if len(dynamic) > 1 else ""
         problems.append(
-            f"tensor(s) {', '.join(dynamic[:3])} have dynamic sizes; the compiler only accepts "
-            "static sizes ('Attempting to use a delegate that only supports static-sized "
-            "tensors'). Convert with a fixed batch size of 1")
+            f"tensor '{name}' has a dynamic size: {why}{more}. The compiler accepts only "
+            "static sizes ('Attempting to use a delegate that only supports static-sized tensors'): "
+            "compute that size from constants (e.g. reshape to -1 instead of tf.shape(x)[0]), or "
+            "convert with a fixed batch size of 1 so the converter folds it")
     quantized = any(graph.tensors[t].dtype in ("int8", "uint8") for op in graph.ops
                     for t in op.outputs if t >= 0)
     if graph.ops and not quantized:
@@ -140,7 +147,7 @@ def check_graph(graph, name, min_runtime_version=None):
     problems = model_problems(graph)
     if problems:
         for place in placements:
-            place.update(placement="cpu", status="Model refused",
+            place.update(placement="cpu", status="Model refused", risk="",
                          reason="the compiler refuses the whole model: " + problems[0])
     tpu = [p for p in placements if p["placement"] == "tpu"]
     first_cpu = next((p for p in placements if p["placement"] == "cpu"
@@ -148,11 +155,13 @@ def check_graph(graph, name, min_runtime_version=None):
     return {
         "model": name,
         "compiler": "edgetpu_compiler 16.0 (prediction; the compiler was not run)",
+        "agreement": dict(T.AGREEMENT),   # with real compiled twins: tests/data/edgetpu_pairs
         "refused": bool(problems),
         "problems": problems,
         "notes": version_notes(graph),
         "summary": {"total_ops": len(placements), "tpu_ops": len(tpu),
                     "cpu_ops": len(placements) - len(tpu),
+                    "at_risk_ops": sum(1 for p in tpu if p["risk"]),
                     "edgetpu_subgraphs": 1 if tpu else 0,
                     "first_fall_through_op": None if first_cpu is None else first_cpu["index"]},
         "memory": parameter_memory(graph, placements),
@@ -227,6 +236,10 @@ def warnings(report):
         lines.append(
             f"{label}: {summary['cpu_ops']} of {summary['total_ops']} ops predicted on the CPU, "
             f"first op {first['index']} {first['type']} ({first['reason']})")
+    risky = [p for p in report["ops"] if p.get("risk")]
+    if risky:
+        lines.append(f"{label}: {len(risky)} op(s) predicted on the Edge TPU may end up on the CPU; "
+                     f"first op {risky[0]['index']}: {risky[0]['risk']}")
     if not report["refused"] and not memory["fits_on_chip"]:
         lines.append(
             f"{label}: {memory['tpu_parameter_bytes']} parameter bytes exceed the ~"

@@ -14,8 +14,9 @@ def format_report(report):
         head += "; the compiler will REFUSE this model"
     lines = [head, f"  {'#':>4}  {'op':<28} {'v':>2}  {'where':<5}  reason"]
     for op in report["ops"]:
+        where = "tpu?" if op.get("risk") else op["placement"]
         lines.append(f"  {op['index']:>4}  {op['type']:<28} {op['version']:>2}  "
-                     f"{op['placement']:<5}  {op['reason'] or op['status']}")
+                     f"{where:<5}  {op.get('risk') or op['reason'] or op['status']}")
     fits = "fits" if memory["fits_on_chip"] else (
         f"does NOT fit: ~{format_size(memory['streamed_bytes_estimate'])} streamed per inference")
     lines.append(f"  parameters on the Edge TPU: {format_size(memory['tpu_parameter_bytes'])} of "

@@ -51,13 +51,6 @@ def constant(graph, t):
     return values.reshape(info.shape or ()) if values.size == size else values
 
 
-def dynamic_tensors(graph):
-    """Names of tensors whose shape signature has an unknown (-1) dimension."""
-    tensors = graph.model.subgraphs[0].tensors or []
-    return [graph.tensors[i].name for i, t in enumerate(tensors)
-            if t.shapeSignature is not None and any(int(d) < 0 for d in t.shapeSignature)]
-
-
 def _support(graph, i, runtime):
     op = graph.ops[i]
     name = op.name
@@ -104,7 +97,7 @@ def _shape_problem(graph, op):
     for t in _live(graph, op):
         shape = graph.tensors[t].shape
         if len(shape) > 3 and int(np.prod(shape[:-3])) > 1:
-            return (f"{T.UNSPECIFIED}: tensor '{graph.tensors[t].name}' has shape {list(shape)}; "
+            return (f"{T.BAD_RANK}: tensor '{graph.tensors[t].name}' has shape {list(shape)}; "
                     "only the 3 innermost dimensions may be larger than 1")
     return None
 
@@ -222,7 +215,56 @@ def _strided_slice(graph, op):
     return None
 
 
+def resize_scale(graph, op):
+    """(upscale factor, output height x width) of a RESIZE_* op, or None if its shapes are not 4-D."""
+    before, after = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
+    if len(before) != 4 or len(after) != 4 or not before[1] or not before[2]:
+        return None
+    return max(after[1] / before[1], after[2] / before[2]), after[1] * after[2]
+
+
+def _resize(graph, op):
+    scale = resize_scale(graph, op)
+    if scale is None:
+        return None
+    factor, pixels = scale
+    size = "x".join(map(str, graph.tensors[op.outputs[0]].shape[1:3]))
+    if factor >= T.RESIZE_CPU_FACTOR:
+        return (f"{T.UNSPECIFIED}: {op.name} upscales x{factor:g} (to {size}); from x{T.RESIZE_CPU_FACTOR} "
+                "on, the compiler leaves it to the CPU to avoid loss in precision")
+    if pixels >= T.RESIZE_CPU_PIXELS:
+        return (f"{T.UNSPECIFIED}: {op.name} writes {size}; outputs of {T.RESIZE_CPU_PIXELS} pixels or more "
+                "are left to the CPU")
+    return None
+
+
+def _tile(graph, op):
+    if constant(graph, op.inputs[1]) is None:
+        return f"{T.UNSPECIFIED}: the TILE multiples are not a constant"
+    return None
+
+
+def op_risks(graph):
+    """{op position: why} for ops predicted on the Edge TPU where the evidence stops short of saying so
+    (``optable.RESIZE_*``): they may end up on the CPU."""
+    risks = {}
+    for op in graph.ops:
+        scale = resize_scale(graph, op) if op.name.startswith("RESIZE_") else None
+        if scale is None:
+            continue
+        factor, pixels = scale
+        if factor > T.RESIZE_MAPPED_FACTOR or pixels > T.RESIZE_MAPPED_PIXELS:
+            size = "x".join(map(str, graph.tensors[op.outputs[0]].shape[1:3]))
+            risks[op.position] = (f"{op.name} x{factor:g} to {size}: beyond what was seen mapped (up to "
+                                  f"x{T.RESIZE_MAPPED_FACTOR}, {T.RESIZE_MAPPED_PIXELS} pixels), the compiler "
+                                  "may leave it to the CPU")
+    return risks
+
+
 _LIMITS = {
+    "RESIZE_BILINEAR": _resize,
+    "RESIZE_NEAREST_NEIGHBOR": _resize,
+    "TILE": _tile,
     "AVERAGE_POOL_2D": _no_fused_activation,
     "MAX_POOL_2D": _no_fused_activation,
     "CONCATENATION": _concatenation,

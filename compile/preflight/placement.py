@@ -31,13 +31,14 @@ def compiled_placement(source, compiled):
         ``source`` does not have (they are not twins).
     """
     before, after = read_graph(source), read_graph(compiled)
+    label = "the compiled model" if isinstance(compiled, (bytes, bytearray)) else compiled
     left = [_key(after, op) for op in after.ops if op.name != CUSTOM_CODE]
     if len(left) == len(after.ops):
-        raise ValueError(f"{compiled} has no {CUSTOM_CODE} op: it is not a compiled model")
+        raise ValueError(f"{label} has no {CUSTOM_CODE} op: it is not a compiled model")
     known = {_key(before, op) for op in before.ops}
     strangers = [key for key in left if key not in known]
     if strangers:
-        raise ValueError(f"{compiled} has ops its source does not have (first: {strangers[0]}); "
+        raise ValueError(f"{label} has ops its source does not have (first: {strangers[0]}); "
                          "pass the model it was compiled from")
     kept = set(left)
     return [{"index": op.position, "type": op.name,
