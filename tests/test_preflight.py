@@ -310,3 +310,21 @@ def test_cli_json_for_a_run_folder(tmp_path):
     document = json.loads(out.stdout)
     assert document["run"] == str(run)
     assert [(m["name"], m["summary"]["total_ops"]) for m in document["models"]] == [("stage_0", 3)]
+
+
+@needs_models
+@pytest.mark.parametrize("builtin, words", [("LEAKY_RELU", "PReLU with a constant alpha"),
+                                            ("HARD_SWISH", "x * relu6(x + 3) / 6")])
+def test_an_unsupported_activation_gets_a_replacement_made_of_mapped_ops(tmp_path, builtin, words):
+    graph = read_graph(MOBILENET)
+    pool = [op.name for op in graph.ops].index("AVERAGE_POOL_2D")
+
+    def edit(model):
+        model.subgraphs[0].operators[pool].opcodeIndex = op_code(
+            model, getattr(fbu.schema_fb.BuiltinOperator, builtin))
+    got = check_model(edited(tmp_path, MOBILENET, edit))
+    fixes = [f for f in got["fixes"] if f["type"] == builtin]
+    assert [f["ops"] for f in fixes] == [[pool], [pool]]
+    assert words in fixes[0]["fix"]
+    followers = len(graph.ops) - pool - 1
+    assert f"the {followers} supported op(s) after it" in fixes[1]["fix"]

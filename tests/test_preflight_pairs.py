@@ -60,3 +60,24 @@ def test_a_stored_model_predicts_as_the_full_model_it_was_made_from(coral_data):
         assert full["ops"] == stored["ops"] and full["problems"] == stored["problems"], record["name"]
         compared += 1
     assert compared >= 2
+
+
+def test_the_cutting_fix_it_suggests_puts_more_of_the_model_on_the_edge_tpu(tmp_path):
+    """DeepLab v3: the check says the x33 resize ends the Edge TPU part and that isolating it lets the ops
+    behind it map; following that advice (quantize split --isolate-unsupported) does map them."""
+    from compile.preflight import check_run
+    from quantize.plan_options import PlanOptions
+    from quantize.stages import split_into
+    record = next(r for r in RECORDS if r["name"] == "deeplabv3_mnv2_pascal_quant")
+    model = tmp_path / "deeplab.tflite"
+    model.write_bytes(_model(record))
+    whole = check_model(str(model))
+    fixes = [(f["type"], f["fix"]) for f in whole["fixes"]]
+    assert any(kind == "RESIZE_BILINEAR" and "x2 steps" in fix for kind, fix in fixes)
+    assert any(kind == "ARG_MAX" and "argmax on the host" in fix for kind, fix in fixes)
+    cutting = [f for f in whole["fixes"] if "--isolate-unsupported" in f["fix"]]
+    assert len(cutting) == 1 and cutting[0]["ops"] == [64] and "the 5 supported op(s)" in cutting[0]["fix"]
+    split_into(str(tmp_path / "run"), str(model), PlanOptions(isolate_unsupported=True), progress=lambda *_: None)
+    stages = check_run(tmp_path / "run")["models"][1:]
+    on_tpu = sum(s["summary"]["tpu_ops"] for s in stages)
+    assert whole["summary"]["tpu_ops"] == 64 and on_tpu == 64 + 5

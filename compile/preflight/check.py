@@ -34,6 +34,7 @@ import pathlib
 import runfolder
 from compile.preflight import optable as T
 from compile.preflight.dynamic import dynamic_tensors, signature_risks
+from compile.preflight.fixes import suggest
 from compile.preflight.opcheck import op_risks, op_support, op_version
 from tflitegraph.graph import GraphError, read_graph
 from runfolder.errors import UserError
@@ -152,7 +153,7 @@ def check_graph(graph, name, min_runtime_version=None):
     tpu = [p for p in placements if p["placement"] == "tpu"]
     first_cpu = next((p for p in placements if p["placement"] == "cpu"
                       and p["status"] == T.ONE_SUBGRAPH), None)
-    return {
+    report = {
         "model": name,
         "compiler": "edgetpu_compiler 16.0 (prediction; the compiler was not run)",
         "agreement": dict(T.AGREEMENT),   # with real compiled twins: tests/data/edgetpu_pairs
@@ -167,6 +168,8 @@ def check_graph(graph, name, min_runtime_version=None):
         "memory": parameter_memory(graph, placements),
         "ops": placements,
     }
+    report["fixes"] = [] if problems else suggest(report, graph)
+    return report
 
 
 def check_model(path_or_bytes, name=None, min_runtime_version=None):

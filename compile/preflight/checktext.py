@@ -22,4 +22,5 @@ def format_report(report):
     lines.append(f"  parameters on the Edge TPU: {format_size(memory['tpu_parameter_bytes'])} of "
                  f"~{format_size(memory['usable_on_chip_bytes'])} usable on-chip memory ({fits})")
     lines += [f"  warning: {line}" for line in warnings(report)]
+    lines += [f"  fix (op {', '.join(map(str, f['ops']))} {f['type']}): {f['fix']}" for f in report.get("fixes", [])]
     return lines

@@ -25,12 +25,13 @@ from tflitegraph import schema as fb  # noqa: E402
 REPOSITORIES = {
     "google-coral/test_data": {"note": "Coral's test models (Apache-2.0)", "pairs": "*_edgetpu.tflite"},
     "google-coral/edgetpu": {"note": "Coral's older test models (Apache-2.0), test_data/", "pairs": "*_edgetpu.tflite"},
-    "HanChangHun/EdgeTPU-Compiler-Log-Parser": {"note": "a compiler-log parser's test model; its log says 16.0.384591198",
-                                                "pairs": [("tests/model/dummy.tflite",
-                                                           "tests/model/compiled/dummy_edgetpu.tflite")]},
+    "HanChangHun/EdgeTPU-Compiler-Log-Parser": {
+        "note": "a compiler-log parser's test model; its log says 16.0.384591198",
+        "pairs": [("tests/model/dummy.tflite", "tests/model/compiled/dummy_edgetpu.tflite")]},
     "system-software-lab/nrf20": {"note": "Keras MNIST and MobileNet models with a dynamic (-1) batch; its README "
                                           "shows compiler 15.0.340273435 for mnist4/mnist7",
-                                  "pairs": [("convert/quantize/mnist7.tflite", "convert/quantize/mnist7_edgetpu.tflite"),
+                                  "pairs": [("convert/quantize/mnist7.tflite",
+                                             "convert/quantize/mnist7_edgetpu.tflite"),
                                             ("convert/quantize/tensorflow_lite/mnist9.tflite",
                                              "convert/quantize/tensorflow_lite/mnist9_edgetpu.tflite"),
                                             ("convert/mnist4.tflite", "convert/mnist4_edgetpu.tflite"),
@@ -122,7 +123,8 @@ def write_sources(records):
              "the facts read from the compiled twin: the op types and the ops left on the CPU (those outside",
              "`edgetpu-custom-op`). `tests/test_preflight_pairs.py` holds `compile check`'s prediction",
              "against every pair, op by op.", "",
-             "| pair | ops | on the CPU | repository @ commit | source file (sha256) | twin file |", "|---|---|---|---|---|---|"]
+             "| pair | ops | on the CPU | repository @ commit | source file (sha256) | twin file |",
+             "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['name']} | {len(r['types'])} | {len(r['cpu_ops'])} | "
                      f"https://github.com/{r['repository']} @ {r['commit'][:12]} | `{r['source']['path']}` "
