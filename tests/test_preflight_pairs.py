@@ -81,3 +81,13 @@ def test_the_cutting_fix_it_suggests_puts_more_of_the_model_on_the_edge_tpu(tmp_
     stages = check_run(tmp_path / "run")["models"][1:]
     on_tpu = sum(s["summary"]["tpu_ops"] for s in stages)
     assert whole["summary"]["tpu_ops"] == 64 and on_tpu == 64 + 5
+
+
+def test_the_agreement_bench_prints_the_same_figure():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(PAIRS.parents[2] / "bench" / "preflight_agreement.py")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    a = optable.AGREEMENT
+    assert out.stdout.splitlines()[-1].startswith(f"all {a['models']} pairs: {a['agreeing']} of {a['ops']} ops")
