@@ -125,3 +125,22 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
                  if isinstance(n, ast.ImportFrom) and n.col_offset > 0 and n.module and not n.level
                  for t in [n.module] if t.split(".")[0] in PACKAGES}
         assert all(any(_within(g, t) or _within(t, g) for g in graph[module]) for t in inner), (module, inner)
+
+
+MAX_PARAMETERS = 8   # option groups travel as dataclasses (TrainConfig, PlanOptions, Runtime, ...)
+
+
+def test_no_function_takes_more_than_a_handful_of_parameters():
+    """Long parameter lists are how option bags came back before; generated gRPC code is not ours."""
+    crowded = []
+    for module, path in _project_modules().items():
+        if module.endswith("_pb2_grpc") or module.endswith("_pb2"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+                count = len(names) + bool(a.vararg) + bool(a.kwarg)
+                if count > MAX_PARAMETERS:
+                    crowded.append(f"{module}.{node.name} ({count})")
+    assert not crowded, f"more than {MAX_PARAMETERS} parameters: group them in a dataclass: {crowded}"
