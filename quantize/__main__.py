@@ -28,10 +28,14 @@ def _add_cut_options(parser):
                             "with --isolate-unsupported, as few as that takes)")
     group.add_argument("--cut-after", type=_names, default=None, metavar="NAME,...",
                        help="cut after these tensors or Keras layer names (e.g. after_block1,after_block2)")
-    parser.add_argument("--balance", choices=["macs", "params", "latency"], default="macs",
+    parser.add_argument("--balance", choices=["macs", "params", "latency", "edgetpu"], default="macs",
                         help="what to even out over the stages: MACs (computation), params (constant bytes, "
-                             "like edgetpu_compiler --num_segments) or latency (each op timed on the CPU with "
-                             "the real interpreter, like Coral's partition_with_profiling); default macs")
+                             "like edgetpu_compiler --num_segments), latency (each op timed on the CPU with "
+                             "the real interpreter, like Coral's partition_with_profiling) or edgetpu (the "
+                             "estimated Edge TPU time per stage over --link: compute, parameters streamed beyond "
+                             "the on-chip cache, bytes crossing each cut); default macs")
+    parser.add_argument("--link", choices=["usb3", "usb2", "pcie"], default="usb3",
+                        help="how each Edge TPU is attached, for --balance edgetpu and the estimates (default usb3)")
     parser.add_argument("--isolate-unsupported", action="store_true",
                         help="cut so each run of ops the Edge TPU cannot run is its own CPU stage and every "
                              "other stage maps fully (the compiler stops mapping at the first unsupported op); "
@@ -59,7 +63,7 @@ def _plan_options(args, profile=False):
     return PlanOptions(stages=args.stages, cut_after=args.cut_after, balance=args.balance,
                        single_tensor=args.single_tensor_cuts, isolate_unsupported=args.isolate_unsupported,
                        profile=profile, runs=args.profile_runs, threads=args.profile_threads,
-                       xnnpack=args.profile_kernels == "xnnpack")
+                       xnnpack=args.profile_kernels == "xnnpack", link=args.link)
 
 
 def _int8_model(path):

@@ -10,7 +10,10 @@ Objectives (``--balance``):
   latency  measured CPU latency per stage, as Coral's ``partition_with_profiling``:
            each op is timed alone with the real interpreter, the cuts are
            optimised, the stages are timed, and the op costs are corrected by
-           what the stages really took, for a few rounds.
+           what the stages really took, for a few rounds;
+  edgetpu  estimated Edge TPU time per stage (``tflitegraph.edgetpu_latency``):
+           compute, parameters beyond the on-chip cache streamed every time, and
+           the bytes crossing each cut over the link ("edgetpu:usb2" for USB 2).
 
 A pipeline runs at the pace of its slowest stage, so each objective minimises
 the largest stage cost. The optimisation is an exact dynamic programme over
@@ -24,9 +27,10 @@ import itertools
 import numpy as np
 
 from quantize.costs import balance, parameter_table, stage_cost
+from tflitegraph import edgetpu_latency
 from tflitegraph.graph import GraphError
 
-OBJECTIVES = ("macs", "params", "latency")
+OBJECTIVES = ("macs", "params", "latency", "edgetpu")
 
 
 @dataclasses.dataclass
@@ -39,6 +43,8 @@ class Plan:
     measured_ms: list = None   # measured CPU ms per stage (latency objective)
     rounds: list = dataclasses.field(default_factory=list)  # latency refinement history
     targets: list = None       # per stage "tpu" or "cpu" when unsupported ops were isolated
+    edgetpu_ms: list = None    # estimated Edge TPU ms per stage (an estimate: no TPU was used)
+    link: str = "usb3"         # the link that estimate assumes
 
     def balances(self):
         """max/mean of each stage cost that is known, by name."""
@@ -48,6 +54,8 @@ class Plan:
             out["latency_estimated"] = balance(self.latency_ms)
         if self.measured_ms:
             out["latency_measured"] = balance(self.measured_ms)
+        if self.edgetpu_ms:
+            out["edgetpu_estimated"] = balance(self.edgetpu_ms)
         return out
 
     def to_dict(self):
@@ -60,6 +68,8 @@ class Plan:
             "stage_latency_ms_measured": _rounded(self.measured_ms),
             "refinement_rounds": self.rounds,
             "targets": self.targets,
+            "stage_edgetpu_ms_estimated": _rounded(self.edgetpu_ms),
+            "edgetpu_link": self.link,
         }
 
 
@@ -131,8 +141,19 @@ def _prefix_cost(values):
     return lambda i, j: float(prefix[j] - prefix[i])
 
 
+def objective_link(objective):
+    """The link an objective's Edge TPU estimate assumes: "edgetpu:usb2" -> usb2; usb3 otherwise."""
+    name, _, link = objective.partition(":")
+    if link and (name != "edgetpu" or link not in edgetpu_latency.LINKS):
+        raise GraphError(f"unknown objective '{objective}'; the link goes with edgetpu: "
+                         f"{', '.join('edgetpu:' + k for k in edgetpu_latency.LINKS)}")
+    return link or "usb3"
+
+
 def objective_cost(graph, objective, latencies=None):
     """``range_cost(i, j)`` for one objective."""
+    if objective.partition(":")[0] == "edgetpu":
+        return edgetpu_latency.range_cost(graph, parameter_table(graph), objective_link(objective))
     if objective == "macs":
         return _prefix_cost([op.macs + 1 for op in graph.ops])  # +1: no op is free
     if objective == "params":
@@ -162,7 +183,11 @@ def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None
     latency_ms = None
     if latencies is not None:
         latency_ms = [float(sum(latencies[a:b])) for a, b in itertools.pairwise(bounds)]
-    return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [])
+    base = objective.removeprefix("isolate-")
+    link = objective_link(base) if base.startswith("edgetpu") else "usb3"
+    tpu_ms = [edgetpu_latency.stage_ms(graph, a, b, link) for a, b in itertools.pairwise(bounds)]
+    return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [], edgetpu_ms=tpu_ms,
+                link=link)
 
 
 def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor=False,

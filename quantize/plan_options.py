@@ -11,7 +11,8 @@ class PlanOptions:
 
     ``stages`` None: ``DEFAULT_STAGES``, or with ``isolate_unsupported`` as few as that takes.
     ``cut_after``: tensor or Keras layer names to cut after (then ``stages`` is not used).
-    ``balance``: what the cuts even out (``quantize.partition.OBJECTIVES``).
+    ``balance``: what the cuts even out (``quantize.partition.OBJECTIVES``); ``link``: the Edge TPU's
+    link (usb3, usb2, pcie) that ``balance="edgetpu"`` and the stage estimates assume.
     ``single_tensor``: only cut where exactly one tensor crosses.
     ``profile``: time each op on the CPU even when ``balance`` is not latency (for the latency column);
     ``runs``, ``threads`` and ``xnnpack`` say how.
@@ -25,6 +26,11 @@ class PlanOptions:
     runs: int = 30
     threads: int = 1
     xnnpack: bool = True
+    link: str = "usb3"
+
+    def objective(self):
+        """The partitioner's objective: ``balance``, with the link for edgetpu ("edgetpu:usb2")."""
+        return f"edgetpu:{self.link}" if self.balance == "edgetpu" else self.balance
 
     def stage_count(self):
         """The stages to balance over when ``stages`` is not given."""

@@ -89,8 +89,8 @@ def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
         supported = supported_ops(graph)
         progress(f"isolating unsupported ops: {supported.count(False)} of {len(supported)} ops cannot run "
                  "on the Edge TPU")
-        return isolating_plan(graph, supported, o.stages, o.balance, latencies)
-    return balanced_plan(graph, o.stage_count(), o.balance, latencies, o.single_tensor,
+        return isolating_plan(graph, supported, o.stages, o.objective(), latencies)
+    return balanced_plan(graph, o.stage_count(), o.objective(), latencies, o.single_tensor,
                          measure=lambda cuts: stage_latencies(graph, cuts, runs=o.runs, num_threads=o.threads,
                                                               xnnpack=o.xnnpack))
 

@@ -311,3 +311,7 @@ def test_eval_records_chain_accuracy_equal_to_int8_and_stage_latency(tiny_run, t
     assert summary.returncode == 0
     assert "chain vs unsplit int8: bit-exact (0 mismatching outputs of 8)" in summary.stdout
     assert f"chain {100 * accuracy['chain']:.2f}%" in summary.stdout
+    estimates = manifest["split"]["balance"]["stage_edgetpu_ms_estimated"]
+    assert len(estimates) == len(manifest["stages"]) and all(e > 0 for e in estimates)
+    assert "TPU est." in summary.stdout and f"~{estimates[0]:.3f}" in summary.stdout
+    assert "estimated ms on one Edge TPU per stage over usb3 (an estimate" in summary.stdout

@@ -111,11 +111,14 @@ def test_plan_command_prints_the_table_without_writing(coral_data, tmp_path):
                      env={"TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["stage", "ops", "count", "MACs", "params", "act", "in", "act", "out", "est.", "ms"]
+    assert lines[0].split() == ["stage", "ops", "count", "MACs", "params", "act", "in", "act", "out", "est.", "ms",
+                                "TPU", "est.", "ms", "(usb3)"]
     rows = [line.split() for line in lines[1:4]]
     assert [r[0] for r in rows] == ["0", "1", "2"]
     assert sum(int(r[2]) for r in rows) == len(read_graph(str(coral_data / MOBILENET_V2)).ops)
-    assert all(float(r[-1]) > 0 for r in rows)  # measured with the real interpreter
+    assert all(float(r[-2]) > 0 for r in rows)  # measured with the real interpreter
+    assert all(float(r[-1]) > 0 for r in rows)  # the Edge TPU estimate
+    assert "an estimate for one Edge TPU per stage over usb3" in result.stdout
     assert "objective: macs; max/mean per stage: macs" in result.stdout
     assert sum(line.startswith("cut ") for line in lines) == 2
     assert list(tmp_path.iterdir()) == []

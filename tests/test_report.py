@@ -132,7 +132,9 @@ def test_report_of_a_run_without_compile_eval_or_exits(tiny_run, tmp_path, brows
     assert [r[5] for r in stages] == [f"{s['macs']:,}" for s in manifest["stages"]]
 
     widths = check_page(browser, path)
-    assert len(widths) == 1 + 1 + 2  # test samples, training curves, two confusion matrices
+    # test samples, training curves, two confusion matrices, latency per stage (the Edge TPU estimate)
+    assert len(widths) == 1 + 1 + 2 + 1
+    assert "Edge TPU estimate (usb3) ms" in section_html(page, "latency")
 
 
 @pytest.mark.slow
@@ -209,7 +211,8 @@ def test_report_renders_recorded_predictions_and_exit_tradeoff(tiny_run, tmp_pat
     assert f"kept epoch {quantization['qat']['history']['best_epoch']}" in section_html(page, "training")
 
     widths = check_page(browser, path)
-    assert len(widths) == 3 + len(rows) + 1  # samples, training and QAT curves, confusion matrices, exits
+    assert len(widths) == 3 + len(rows) + 1 + 1  # samples, training and QAT curves, confusion matrices, exits,
+    # latency per stage (the Edge TPU estimate)
 
 
 BLOCK_MATPLOTLIB = """

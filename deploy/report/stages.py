@@ -125,7 +125,11 @@ def _stage_latency_series(manifest):
     stage_list = manifest.get("stages") or []
     deploy = manifest.get("deploy") or {}
     evaluation = {s["index"]: s.get("latency_ms_median") for s in (deploy.get("eval") or {}).get("stages", [])}
+    balance = (manifest.get("split") or {}).get("balance") or {}
+    tpu = balance.get("stage_edgetpu_ms_estimated") or []
     series = {"estimated": [s.get("estimated_latency_ms") for s in stage_list],
+              f"Edge TPU estimate ({balance.get('edgetpu_link', 'usb3')})":
+                  [tpu[i] if i < len(tpu) else None for i in range(len(stage_list))],
               "eval median": [evaluation.get(s.get("index")) for s in stage_list]}
     bench = deploy.get("bench") or {}
     for mode in ("sequential", "pipelined"):
@@ -156,6 +160,10 @@ def latency(data):
         headers = ["stage"] + [f"{name} ms" for name in series]
         rows = [[i] + [values[i] for values in series.values()] for i in range(len(manifest["stages"]))]
         parts.append(table(headers, rows, table_id="stage-latency"))
+        parts.append(note("Edge TPU estimate: no Edge TPU was used; the estimate of "
+                          "tflitegraph/edgetpu_latency.py for one Edge TPU per stage (its error: "
+                          "bench/edgetpu_model.py). estimated: the CPU, summed from ops timed here; eval and "
+                          "bench: measured."))
         parts.append(figure(report_plots.stage_latency(series), "latency per stage"))
     return "\n".join(parts)
 

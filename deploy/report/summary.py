@@ -60,17 +60,21 @@ def summary_lines(manifest):
     ]
     placements = {s["index"]: s for s in evaluation.get("stages", [])}
     stages = manifest.get("stages") or []
+    balance = (manifest.get("split") or {}).get("balance") or {}
+    estimates = balance.get("stage_edgetpu_ms_estimated") or []
     rows = []
     for stage in stages:
         latency = placements.get(stage["index"], {}).get("latency_ms_median")
+        estimate = estimates[stage["index"]] if stage["index"] < len(estimates) else None
         rows.append([str(stage["index"]), f"{stage['model']['bytes']:,}", f"{stage['parameter_bytes']:,}",
                      str(stage["op_count"]), "-" if latency is None else f"{latency:.3f}",
+                     "-" if estimate is None else f"~{estimate:.3f}",
                      placements.get(stage["index"], {}).get("placement", "not run")])
-    header = ["stage", "bytes", "params", "ops", "ms", "runs on"]
+    header = ["stage", "bytes", "params", "ops", "ms", "TPU est.", "runs on"]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
 
     def row(cells, tail):   # numbers right-aligned, two spaces between columns whatever their width
-        return "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) \
+        return "  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) \
             + "  " + tail
     lines.append(row(header, "inputs -> outputs"))
     lines.append("-" * len(lines[-1]))
@@ -88,6 +92,9 @@ def summary_lines(manifest):
                          f"Edge TPU, {compiled.get('edgetpu_subgraphs')} TPU subgraph(s), on-chip "
                          f"{compiled.get('on_chip_memory_bytes', 0):,} B, off-chip "
                          f"{compiled.get('off_chip_memory_bytes', 0):,} B")
+    if estimates:
+        lines.append(f"ms: measured here; TPU est.: estimated ms on one Edge TPU per stage over "
+                     f"{balance.get('edgetpu_link', 'usb3')} (an estimate, tflitegraph/edgetpu_latency.py)")
     if evaluation:
         lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
                      f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")
