@@ -10,6 +10,7 @@ import runfolder
 from datasets import ImageError, load_image
 from datasets.labels import labels_of, name_of
 from deploy.pipeline import bench
+from deploy.pipeline import replicas as copies_of
 from deploy.core.classify import classify, evaluate
 from deploy.core.exits import check_exit_threshold, exit_shares
 from deploy.core.progress import printer
@@ -193,17 +194,40 @@ def verify_devices_run(run_dir, runtime, samples=64):
     return result
 
 
-def bench_run(run_dir, runtime=Runtime(), samples=200, warmup=20, queue_size=2, make_plot=True):
-    """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined.
+def _copies(run_dir, manifest, chain, runtime, replicas):
+    """The stage copies ``--replicas`` asks for ("auto": spare Edge TPUs to the slowest stages)."""
+    if not replicas:
+        return None
+    spare = copies_of.spare_tpus(chain, runtime.tpus)
+    if replicas == "auto":
+        if not spare:
+            print("--replicas auto: no spare Edge TPU (every one found runs a stage, or none was found); "
+                  "no copies. Name copies to run them on the CPU, e.g. --replicas 1:2")
+            return None
+        counts = copies_of.plan_copies(copies_of.stage_times(manifest, chain), len(chain.stages) + len(spare))
+        counts = {k: n for k, n in enumerate(counts) if n > 1}
+    else:
+        counts = copies_of.parse_copies(replicas, len(chain.stages))
+    copies = copies_of.load_copies(run_dir, manifest, counts, runtime, spare)
+    for k, extra in copies.items():
+        print(f"stage {chain.stages[k].index}: {1 + len(extra)} copies ("
+              + ", ".join([chain.stages[k].placement] + [s.placement for s in extra]) + ")")
+    return copies
+
+
+def bench_run(run_dir, runtime=Runtime(), samples=200, warmup=20, queue_size=2, make_plot=True, replicas=None):
+    """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined, and
+    with ``replicas`` ("auto" or "STAGE:COPIES,...") pipelined with copies of stages.
 
     Returns the result recorded as ``deploy.bench`` in the manifest (see ``deploy.pipeline.bench``).
     """
     manifest, chain = open_run(run_dir, runtime)
     for line in describe_placement(chain):
         print(line)
+    copies = _copies(run_dir, manifest, chain, runtime, replicas)
     feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
     result = bench.describe(chain, samples, warmup, runtime.threads, runtime.xnnpack, queue_size)
-    result.update(bench.bench_chain(chain, feeds, warmup, queue_size, printer))
+    result.update(bench.bench_chain(chain, feeds, warmup, queue_size, printer, copies))
     for line in bench.table_lines(result):
         print(line)
     written = bench.record(run_dir, manifest, result, make_plot)

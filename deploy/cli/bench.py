@@ -15,10 +15,15 @@ def parser():
     p.add_argument("--warmup", type=int, default=20, help="untimed inputs first")
     p.add_argument("--queue-size", type=int, default=2, help="bound of each queue between stages")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw bench.png")
+    p.add_argument("--replicas", default=None, metavar="auto|STAGE:COPIES,...",
+                   help="also run the pipeline with copies of stages working at once, results in order: "
+                        "'auto' puts spare Edge TPUs on the slowest stages (by the estimate, or the measured "
+                        "CPU time); '1:3' runs stage 1 three times (on spare TPUs, else the CPU)")
     return p
 
 
 def run(args):
     from deploy.cli import actions
-    actions.bench_run(args.run, runtime_of(args), args.samples, args.warmup, args.queue_size, args.plot)
+    actions.bench_run(args.run, runtime_of(args), args.samples, args.warmup, args.queue_size, args.plot,
+                      args.replicas)
     return 0

@@ -54,19 +54,19 @@ def bench_sequential(chain, feeds, warmup=10, progress=None):
     return _summary(wall, end_to_end, list(zip(*timings)) if timings else [], len(feeds))
 
 
-def bench_pipelined(chain, feeds, warmup=10, queue_size=2, progress=None):
+def bench_pipelined(chain, feeds, warmup=10, queue_size=2, progress=None, copies=None):
     """Runs the stages on one thread each (``PipelinedRunner``) with the inputs streamed in.
 
     End-to-end latency is from push to the end of the last stage, so it
     includes waiting in queues under full load. Returns the dict of
-    ``bench_sequential``.
+    ``bench_sequential``. ``copies``: as for ``PipelinedRunner``.
     """
     if warmup:
-        with PipelinedRunner(chain, queue_size=queue_size) as runner:
+        with PipelinedRunner(chain, queue_size=queue_size, copies=copies) as runner:
             for _ in runner.stream(feeds[:warmup]):
                 pass
     per_stage, end_to_end = [], []
-    runner = PipelinedRunner(chain, queue_size=queue_size)
+    runner = PipelinedRunner(chain, queue_size=queue_size, copies=copies)
     start = time.perf_counter()
     for i, result in enumerate(runner.stream(feeds)):
         per_stage.append(result.stage_seconds)
@@ -78,28 +78,39 @@ def bench_pipelined(chain, feeds, warmup=10, queue_size=2, progress=None):
     return _summary(wall, end_to_end, list(zip(*per_stage)) if per_stage else [], len(feeds))
 
 
-def bench_chain(chain, feeds, warmup=10, queue_size=2, progress=None):
+def bench_chain(chain, feeds, warmup=10, queue_size=2, progress=None, copies=None):
     """Sequential and pipelined figures for one chain, with their throughput ratio.
 
     Args:
       progress: optional callable(label) -> callable(done, total), e.g.
         ``deploy.core.progress.printer``.
+      copies: {stage position: [more copies]}: also run the pipeline with them ("replicated").
     Returns:
       dict: ``sequential``, ``pipelined`` (see ``bench_sequential``) and
-      ``speedup`` (pipelined throughput / sequential throughput).
+      ``speedup`` (pipelined throughput / sequential throughput); with copies also ``replicated``,
+      ``copies`` ({stage index: copies in all}) and ``replicated_speedup`` (over pipelined).
     """
     sequential = bench_sequential(chain, feeds, warmup, progress and progress("sequential"))
     pipelined = bench_pipelined(chain, feeds, warmup, queue_size, progress and progress("pipelined"))
-    speedup = None
-    if sequential["throughput_per_s"] and pipelined["throughput_per_s"]:
-        speedup = pipelined["throughput_per_s"] / sequential["throughput_per_s"]
-    return {"sequential": sequential, "pipelined": pipelined, "speedup": speedup}
+    result = {"sequential": sequential, "pipelined": pipelined,
+              "speedup": _ratio(pipelined, sequential)}
+    if copies:
+        replicated = bench_pipelined(chain, feeds, warmup, queue_size, progress and progress("replicated"), copies)
+        result.update(replicated=replicated, replicated_speedup=_ratio(replicated, pipelined),
+                      copies={str(chain.stages[k].index): 1 + len(v) for k, v in copies.items()})
+    return result
+
+
+def _ratio(a, b):
+    return a["throughput_per_s"] / b["throughput_per_s"] if a["throughput_per_s"] and b["throughput_per_s"] else None
 
 
 def table_lines(result):
     """Lines of text for people: one row per stage and one for the whole chain, per mode."""
     lines = [f"{'':<12}{'mode':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'per s':>9}"]
-    for mode in ("sequential", "pipelined"):
+    for mode in ("sequential", "pipelined", "replicated"):
+        if mode not in result:
+            continue
         figures = result[mode]
         for k, stage in enumerate(figures["stages_ms"]):
             name = f"stage {result['stages'][k]['index']}" if "stages" in result else f"stage {k}"
@@ -110,6 +121,9 @@ def table_lines(result):
     if result.get("speedup"):
         lines.append(f"pipelined / sequential throughput: {result['speedup']:.2f}x "
                      f"({result.get('cpu_count', os.cpu_count())} CPU cores)")
+    if result.get("replicated_speedup"):
+        copies = ", ".join(f"stage {k} x{n}" for k, n in result["copies"].items())
+        lines.append(f"replicated ({copies}) / pipelined throughput: {result['replicated_speedup']:.2f}x")
     lines.append("(pipelined end to end: from push to result with the pipeline full, so queueing included)")
     slowest = max((stage["p50"] for stage in result["sequential"]["stages_ms"]), default=None)
     if result.get("speedup") and result["speedup"] < 1 and slowest is not None and slowest < 0.5:

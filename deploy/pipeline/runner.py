@@ -30,6 +30,7 @@ import numpy as np
 
 from deploy.core.chain import StageChain, check_feed, run_interpreter
 from deploy.core.exits import exit_taken
+from deploy.pipeline import replicas
 from deploy.pipeline.waitqueue import CLOSED, PipelineClosed, WaitQueue
 
 __all__ = ["PipelineClosed", "PipelinedRunner", "RequestFailed", "Result"]
@@ -72,7 +73,7 @@ class PipelinedRunner:
     """The stages of a ``StageChain``, each on its own thread."""
 
     def __init__(self, chain, queue_size=2, input_queue_size=None, output_queue_size=None,
-                 run_stage=None, exit_threshold=None):
+                 run_stage=None, exit_threshold=None, copies=None):
         """Starts one worker per stage.
 
         Args:
@@ -88,6 +89,9 @@ class PipelinedRunner:
             stage interpreter's inputs by name, invoke, read its outputs.
           exit_threshold: take a stage's early exit (``chain.exits``) at this top
             probability, as ``StageChain.run_with_exit`` does (None: never).
+          copies: {stage position: [more Stage objects of that stage]}: those copies (on other
+            Edge TPUs, or CPU interpreters) work on that stage's requests at the same time, and its
+            results still leave in input order (``deploy.pipeline.replicas``).
         """
         self.exit_threshold = exit_threshold
         self.chain = chain if isinstance(chain, StageChain) else StageChain(chain)
@@ -100,6 +104,9 @@ class PipelinedRunner:
                 raise ValueError(f"queue sizes must be 0 (no limit) or more, got {size}")
         self._queues = [WaitQueue(size) for size in sizes]
         self._run_stage = run_stage or (lambda stage, values: run_interpreter(stage.interpreter, values))
+        self._copies = replicas.check_copies(self.chain, copies)
+        self._inner_queues = []       # queues of replicated stages, aborted by close()
+        self._helpers = []            # their forwarding threads, joined by close()
         self._output_names = [t["name"] for t in self.chain.outputs]
         self._keep = self._kept_after_each_stage()
         self._next_id = 0
@@ -122,7 +129,8 @@ class PipelinedRunner:
         """Requests the pipeline holds before ``push`` blocks (None: no limit)."""
         if not all(q.maxsize for q in self._queues):
             return None
-        return sum(q.maxsize for q in self._queues) + len(self._threads)
+        inside = sum(len(extra) + 2 for extra in self._copies.values())   # one per copy, the order thread
+        return sum(q.maxsize for q in self._queues) + len(self._threads) + inside
 
     @property
     def in_flight(self):
@@ -267,7 +275,7 @@ class PipelinedRunner:
         """
         if not self._ended and not self._closed:
             raise RuntimeError("join() waits for the end of the stream: call push(None) first")
-        for thread in self._threads:
+        for thread in self._threads + self._helpers:
             thread.join()
 
     def close(self):
@@ -275,9 +283,9 @@ class PipelinedRunner:
         if self._closed:
             return 0
         self._closed = True
-        for q in self._queues:
+        for q in self._queues + self._inner_queues:
             q.abort()
-        for thread in self._threads:
+        for thread in self._threads + self._helpers:
             thread.join()
         with self._lock:
             dropped, self._popped = self._pushed - self._popped, self._pushed
@@ -290,6 +298,10 @@ class PipelinedRunner:
         self.close()
 
     # ------------------------------------------------------------ workers
+
+    def _register(self, queues, thread):
+        self._inner_queues += queues
+        self._helpers.append(thread)
 
     def _kept_after_each_stage(self):
         """For stage k, the tensor names any later stage (or the chain's outputs) still reads."""
@@ -306,31 +318,38 @@ class PipelinedRunner:
             return None
         return exit_taken(entry, values, self.exit_threshold)
 
+    def _process(self, k, stage, item):
+        """Runs stage position ``k`` (on ``stage``: the stage or one of its copies) on one request."""
+        if item is not _END and item.failure is None and item.exit_stage is None:
+            start = time.perf_counter()
+            try:
+                produced = self._run_stage(stage, item.values)
+                values = {**item.values, **produced}
+                taken = self._exit_taken(k, values)
+                if taken:
+                    item.values, item.exit_stage = {taken: values[taken]}, stage.index
+                else:
+                    item.values = {name: v for name, v in values.items() if name in self._keep[k]}
+            except Exception as exc:  # noqa: BLE001  (this request fails; the worker goes on)
+                item.failure, item.values = (stage.index, exc), None
+                if self.first_failure is None:
+                    self.first_failure = (k, exc)
+            item.seconds.append(time.perf_counter() - start)
+        if item is not _END and k == len(self.chain.stages) - 1:
+            item.done = time.perf_counter()
+        return item
+
     def _work(self, k):
-        stage, source, sink, keep = self.chain.stages[k], self._queues[k], self._queues[k + 1], self._keep[k]
+        stage, source, sink = self.chain.stages[k], self._queues[k], self._queues[k + 1]
+        if self._copies.get(k):
+            return replicas.work_replicated(source, sink, [stage, *self._copies[k]],
+                                            lambda copy, item: self._process(k, copy, item), _END, self._register)
         while True:
             item = source.get()
             if item is CLOSED:
                 return
-            if item is not _END and item.failure is None and item.exit_stage is None:
-                start = time.perf_counter()
-                try:
-                    produced = self._run_stage(stage, item.values)
-                    values = {**item.values, **produced}
-                    taken = self._exit_taken(k, values)
-                    if taken:
-                        item.values, item.exit_stage = {taken: values[taken]}, stage.index
-                    else:
-                        item.values = {name: v for name, v in values.items() if name in keep}
-                except Exception as exc:  # noqa: BLE001  (this request fails; the worker goes on)
-                    item.failure, item.values = (stage.index, exc), None
-                    if self.first_failure is None:
-                        self.first_failure = (k, exc)
-                item.seconds.append(time.perf_counter() - start)
-            if item is not _END and k == len(self._threads) - 1:
-                item.done = time.perf_counter()
             try:
-                sink.put(item)
+                sink.put(self._process(k, stage, item))
             except PipelineClosed:
                 return
             if item is _END:
