@@ -7,7 +7,8 @@ DEVICES_HELP = ("per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
 def runtime_of(args):
     """The Runtime the ``add_runtime_options`` flags of ``args`` ask for."""
     from deploy.core.open import Runtime
-    return Runtime(args.devices, args.threads, getattr(args, "xnnpack", True))
+    return Runtime(args.devices, args.threads, getattr(args, "xnnpack", True),
+                   fallback=getattr(args, "fallback", None))
 
 
 def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
@@ -19,3 +20,7 @@ def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
     if xnnpack:
         parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
                             help="use TFLite's built-in CPU kernels instead of XNNPACK (on by default)")
+    parser.add_argument("--fallback", choices=["cpu"], default=None,
+                        help="when a stage's Edge TPU fails mid-run (USB error, unplugged), move that stage to "
+                             "its int8 CPU file and go on, saying so once (default: the request fails, naming "
+                             "the stage and device)")

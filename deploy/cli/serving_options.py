@@ -45,7 +45,8 @@ def upstream_factory(args):
         files = tls.from_args(args)
         return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k,
                                      limits=limits)
-    return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k, limits=limits)
+    return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k, limits=limits,
+                                 fallback=args.fallback == "cpu")
 
 
 def parse_listen(text):

@@ -6,41 +6,17 @@ the chain is built. A tensor produced two stages earlier is simply kept until
 a later stage asks for it.
 """
 import time
-import weakref
 
 import numpy as np
 
 from deploy.core.exits import exit_taken
-from deploy.core.tensors import numpy_dtype
+from deploy.core.fallback import run_stage
+from deploy.core.tensors import numpy_dtype, run_interpreter  # noqa: F401  (run_interpreter: public here too)
 from runfolder.errors import UserError
 
 
 class ChainError(UserError, ValueError):
     """The stages do not fit together, or an input does not fit the chain."""
-
-
-_TENSORS = weakref.WeakKeyDictionary()   # interpreter -> ([(input index, name)], [(output index, name)])
-
-
-def _tensors(interpreter):
-    """An interpreter's input and output (index, name) pairs, read once: the details calls cost
-    several microseconds each, which adds up at every stage of every sample."""
-    try:
-        return _TENSORS[interpreter]
-    except KeyError:
-        pairs = ([(d["index"], d["name"]) for d in interpreter.get_input_details()],
-                 [(d["index"], d["name"]) for d in interpreter.get_output_details()])
-        _TENSORS[interpreter] = pairs
-        return pairs
-
-
-def run_interpreter(interpreter, feeds):
-    """Sets named inputs, invokes, returns {output name: array copy}."""
-    inputs, outputs = _tensors(interpreter)
-    for index, name in inputs:
-        interpreter.set_tensor(index, feeds[name])
-    interpreter.invoke()
-    return {name: interpreter.get_tensor(index) for index, name in outputs}
 
 
 def check_feed(feeds, described, where):
@@ -122,7 +98,7 @@ class StageChain:
         spent = []
         for stage in self.stages:
             start = time.perf_counter()
-            values.update(run_interpreter(stage.interpreter, values))
+            values.update(run_stage(stage, values))
             spent.append(time.perf_counter() - start)
         if timings is not None:
             timings.append(spent)
@@ -145,7 +121,7 @@ class StageChain:
         taken = None
         for k, stage in enumerate(self.stages):
             start = time.perf_counter()
-            values.update(run_interpreter(stage.interpreter, values))
+            values.update(run_stage(stage, values))
             spent[k] = time.perf_counter() - start
             entry = self.exits.get(stage.index)
             if entry is not None and k < len(self.stages) - 1:

@@ -22,22 +22,25 @@ class Runtime:
 
     devices: per-stage devices ("usb:0,cpu") or one for all; None lets compiled stages take the TPUs found.
     threads: CPU threads per interpreter (None: the runtime's choice). tpus: the Edge TPUs to use (None: look).
+    fallback: "cpu" moves an Edge TPU stage whose TPU fails to its CPU file (``deploy.core.fallback``).
     """
     devices: str = None
     threads: int = None
     xnnpack: bool = True
     tpus: list = None
+    fallback: str = None
 
 
 def open_run(run_dir, runtime=Runtime()):
     """``open_chain`` with a Runtime."""
-    return open_chain(run_dir, runtime.devices, runtime.threads, runtime.tpus, runtime.xnnpack)
+    return open_chain(run_dir, runtime.devices, runtime.threads, runtime.tpus, runtime.xnnpack,
+                      runtime.fallback == "cpu")
 
 
-def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True):
+def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False):
     """(manifest, StageChain) for a run folder, every file checked against its sha256."""
     manifest = runfolder.load(run_dir)
-    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack)
+    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack, fallback)
     split = manifest.get("split") or {}
     outputs = [t["name"] for t in split.get("model_outputs", [])]
     inputs = [t["name"] for t in split.get("model_inputs", [])]

@@ -28,9 +28,11 @@ class LoadedStage:
     placement: str         # "cpu" or "edgetpu:<device>"
     reason: str            # why it runs there
     interpreter: object
+    cpu_path: str = None   # the stage's int8 CPU file
+    fallback: object = None   # for an Edge TPU stage with --fallback cpu: makes its CPU interpreter
 
 
-def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xnnpack=True):
+def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False):
     """Loads every stage listed in the manifest, checking each file's sha256.
 
     Args:
@@ -41,6 +43,7 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
       num_threads: CPU threads per interpreter (None: the runtime's default).
       tpus: Edge TPUs to use (default: ``edgetpu.list_edge_tpus()``).
       xnnpack: let the runtime apply XNNPACK to CPU stages (see ``make_interpreter``).
+      fallback: an Edge TPU stage whose TPU fails moves to its CPU file (``deploy.core.fallback``).
     Returns:
       A list of LoadedStage.
     """
@@ -75,8 +78,11 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
         if interpreter is None:
             interpreter = _cpu_interpreter(cpu_path, what, num_threads, xnnpack, run_dir)
         check_io(interpreter, entry, path, run_dir)
-        loaded.append(LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
-                                  entry["inputs"], entry["outputs"], placement, reason, interpreter))
+        stage = LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
+                            entry["inputs"], entry["outputs"], placement, reason, interpreter, str(cpu_path))
+        if fallback and placement != "cpu":
+            stage.fallback = _cpu_loader(cpu_path, what, num_threads, xnnpack, run_dir, entry)
+        loaded.append(stage)
     return loaded
 
 
@@ -133,6 +139,14 @@ def _not_compiled_reason(compile_info):
     return {"compiler-missing": "not compiled: edgetpu_compiler was not found",
             "not run": "not compiled: `python -m compile` was not run"}.get(
                 status, f"not compiled (compile status: {status})")
+
+
+def _cpu_loader(path, what, num_threads, xnnpack, run_dir, entry):
+    def load():
+        interpreter = _cpu_interpreter(path, what, num_threads, xnnpack, run_dir)
+        check_io(interpreter, entry, path, run_dir)
+        return interpreter
+    return load
 
 
 def _cpu_interpreter(path, what, num_threads, xnnpack, run_dir):

@@ -3,8 +3,11 @@
 real = scale * (q - zero_point);  q = round(real / scale) + zero_point, clipped
 to the integer type's range. Rounding is half away from zero, as TFLite's
 reference kernels do; the clip happens in float64 before the cast so
-out-of-range values saturate instead of wrapping around.
+out-of-range values saturate instead of wrapping around. And ``run_interpreter``: an interpreter's
+inputs set and outputs read by tensor name.
 """
+import weakref
+
 import numpy as np
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int32": np.int32,
@@ -86,3 +89,27 @@ def class_scores(values, detail, kind=None):
     softmax (``kind`` "logits")."""
     probabilities = kind == "probabilities" or (kind is None and holds_probabilities(detail))
     return np.asarray(values, dtype=np.float32) if probabilities else softmax(values)
+
+
+_TENSORS = weakref.WeakKeyDictionary()   # interpreter -> ([(input index, name)], [(output index, name)])
+
+
+def _tensors(interpreter):
+    """An interpreter's input and output (index, name) pairs, read once: the details calls cost
+    several microseconds each, which adds up at every stage of every sample."""
+    try:
+        return _TENSORS[interpreter]
+    except KeyError:
+        pairs = ([(d["index"], d["name"]) for d in interpreter.get_input_details()],
+                 [(d["index"], d["name"]) for d in interpreter.get_output_details()])
+        _TENSORS[interpreter] = pairs
+        return pairs
+
+
+def run_interpreter(interpreter, feeds):
+    """Sets named inputs, invokes, returns {output name: array copy}."""
+    inputs, outputs = _tensors(interpreter)
+    for index, name in inputs:
+        interpreter.set_tensor(index, feeds[name])
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(index) for index, name in outputs}

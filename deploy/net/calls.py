@@ -4,7 +4,7 @@ import queue
 import threading
 import time
 
-from deploy.core.chain import run_interpreter
+from deploy.core.fallback import run_stage
 
 END = object()   # no more replies on this call
 
@@ -28,7 +28,7 @@ class Worker:
                 try:
                     if self.delay_s:
                         time.sleep(self.delay_s)
-                    outputs, failure = run_interpreter(self.stage.interpreter, values), None
+                    outputs, failure = run_stage(self.stage, values), None
                     self.processed += 1
                 except Exception as exc:  # noqa: BLE001  (this request fails; the stage goes on)
                     outputs, failure = None, exc

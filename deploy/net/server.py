@@ -37,10 +37,12 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 log = logging.getLogger(__name__)
 
 
-def load_stage(run_dir, manifest, index, devices=None, num_threads=None, xnnpack=True):
-    """The LoadedStage of stage ``index`` only (``load_stages`` on a view of the manifest with that stage)."""
+def load_stage(run_dir, manifest, index, options):
+    """The LoadedStage of stage ``index`` only (``load_stages`` on a view of the manifest with that
+    stage), where and how a ServeOptions says."""
     entry = plan.stage_plan(manifest, index, run_dir).entry
-    return load_stages(run_dir, dict(manifest, stages=[entry]), devices, num_threads, xnnpack=xnnpack)[0]
+    return load_stages(run_dir, dict(manifest, stages=[entry]), options.devices, options.num_threads,
+                       xnnpack=options.xnnpack, fallback=options.fallback)[0]
 
 
 def request_bytes(specs):
@@ -270,7 +272,8 @@ class ServeOptions:
     tls: a ``tls.TlsFiles`` for mutual TLS, or None for plain traffic.
     max_in_flight: requests held at once; more get RESOURCE_EXHAUSTED.
     exit_threshold: early-exit confidence (None: off).
-    devices, num_threads, xnnpack: where and how the stage's interpreter runs (``deploy.core.stages``).
+    devices, num_threads, xnnpack: where and how the stage's interpreter runs (``deploy.core.stages``);
+      fallback: move it to its CPU file if its Edge TPU fails (``deploy.core.fallback``).
     delay_s: extra seconds before each run (rehearses a slow device).
     max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
     max_streams: Process streams served at once; the longest-idle one is closed to make room for a
@@ -284,6 +287,7 @@ class ServeOptions:
     devices: str = None
     num_threads: int = None
     xnnpack: bool = True
+    fallback: bool = False
     delay_s: float = 0.0
     max_message_bytes: int = None
     max_streams: int = 16
@@ -316,7 +320,7 @@ def serve(run_dir, index, listen="127.0.0.1:0", next_address=None, options=Serve
     if max_streams < 1 or stream_idle_s <= 0:
         raise OptionError(f"--max-streams must be 1 or more and --stream-idle-s above 0, got {max_streams} and "
                          f"{stream_idle_s}")
-    stage = load_stage(run_dir, manifest, index, options.devices, options.num_threads, options.xnnpack)
+    stage = load_stage(run_dir, manifest, index, options)
     limit = options.max_message_bytes or 4 * request_bytes(stage_plan.receives) + 64 * 1024
     streams = StreamLimit(f"stage {index}", max_streams, stream_idle_s)
     servicer = StageServicer(stage, stage_plan, next_address, options, limit, streams)

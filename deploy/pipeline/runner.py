@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from deploy.core.chain import StageChain, check_feed, run_interpreter
+from deploy.core import fallback
+from deploy.core.chain import StageChain, check_feed
 from deploy.core.exits import exit_taken
 from deploy.pipeline import replicas
 from deploy.pipeline.waitqueue import CLOSED, PipelineClosed, WaitQueue
@@ -103,7 +104,7 @@ class PipelinedRunner:
             if size is None or size < 0:
                 raise ValueError(f"queue sizes must be 0 (no limit) or more, got {size}")
         self._queues = [WaitQueue(size) for size in sizes]
-        self._run_stage = run_stage or (lambda stage, values: run_interpreter(stage.interpreter, values))
+        self._run_stage = run_stage or fallback.run_stage
         self._copies = replicas.check_copies(self.chain, copies)
         self._inner_queues = []       # queues of replicated stages, aborted by close()
         self._helpers = []            # their forwarding threads, joined by close()

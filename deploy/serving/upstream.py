@@ -78,15 +78,15 @@ class LocalUpstream(_RunModel):
     thread-safe. Give each worker thread its own LocalUpstream to run them in parallel.
     """
 
-    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None, limits=None):
+    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None, limits=None, fallback=False):
         super().__init__(run_dir, top_k, delay_s, limits)
-        self.devices, self.num_threads = devices, num_threads
+        self.devices, self.num_threads, self.fallback = devices, num_threads, fallback
         self.chain = None
         self._lock = threading.Lock()
 
     def load(self):
         from deploy.core.open import input_spec, open_chain
-        manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads)
+        manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads, fallback=self.fallback)
         self.spec = input_spec(manifest, chain)
         self.names = labels_of(manifest)
         self.chain, self.ready = chain, True
