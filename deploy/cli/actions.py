@@ -215,6 +215,19 @@ def _copies(run_dir, manifest, chain, runtime, replicas):
     return copies
 
 
+def _gap_lines(manifest, chain, result):
+    """For stages on an Edge TPU: measured against the estimate, and the device faults that explain a gap."""
+    on_tpu = {k for k, s in enumerate(chain.stages) if s.placement.startswith("edgetpu")}
+    if not on_tpu:
+        return []
+    from deploy.cli.doctor import dpkg_packages
+    from deploy.cli.doctor_devices import device_verdicts, explain_gap, gather_devices
+    estimates = ((manifest.get("split") or {}).get("balance") or {}).get("stage_edgetpu_ms_estimated") or []
+    measured = [result["sequential"]["stages_ms"][k]["p50"] if k in on_tpu else None for k in range(len(chain.stages))]
+    usb, pci = gather_devices()
+    return explain_gap(measured, estimates, device_verdicts(usb, pci, sorted(dpkg_packages())))
+
+
 def bench_run(run_dir, runtime=Runtime(), samples=200, warmup=20, queue_size=2, make_plot=True, replicas=None):
     """Latency (p50/p95/p99 per stage and end to end) and throughput, sequential vs pipelined, and
     with ``replicas`` ("auto" or "STAGE:COPIES,...") pipelined with copies of stages.
@@ -228,7 +241,7 @@ def bench_run(run_dir, runtime=Runtime(), samples=200, warmup=20, queue_size=2, 
     feeds = sample_feeds(chain, samples, _test_images(run_dir, manifest, chain))
     result = bench.describe(chain, samples, warmup, runtime.threads, runtime.xnnpack, queue_size)
     result.update(bench.bench_chain(chain, feeds, warmup, queue_size, printer, copies))
-    for line in bench.table_lines(result):
+    for line in bench.table_lines(result) + _gap_lines(manifest, chain, result):
         print(line)
     written = bench.record(run_dir, manifest, result, make_plot)
     if make_plot:

@@ -21,6 +21,7 @@ import platform
 import re
 import sys
 
+from deploy.cli.doctor_devices import device_verdicts, gather_devices
 from deploy.core import edgetpu
 
 OK, INFO, WARN, BAD = "ok", "info", "warning", "bad"
@@ -56,6 +57,9 @@ class Environment:
     pycoral_version: str = None
     libraries: list = dataclasses.field(default_factory=list)   # [Library]
     tpus: list = dataclasses.field(default_factory=list)        # [edgetpu.EdgeTpu]
+    usb_corals: list = dataclasses.field(default_factory=list)  # [doctor_devices.UsbCoral]: link speed, access
+    pci_corals: list = dataclasses.field(default_factory=list)  # [doctor_devices.PciCoral]: driver, /dev/apex_*
+    packages: list = dataclasses.field(default_factory=list)    # installed libedgetpu packages (std or max)
 
 
 Verdict = dataclasses.make_dataclass("Verdict", ["level", "message", ("fix", str, None)])
@@ -137,6 +141,7 @@ def diagnose(env):
         add(Verdict(INFO, "no Edge TPU found (USB ids 1a6e:089a / 18d1:9302, or /dev/apex_*)",
                     "plug the USB Accelerator into a USB 3 port; on Linux check the udev rule from "
                     "libedgetpu1-std and that you are in the plugdev group; PCIe modules need gasket-dkms"))
+    verdicts.extend(Verdict(*v) for v in device_verdicts(env.usb_corals, env.pci_corals, env.packages))
     order = {BAD: 0, WARN: 1, INFO: 2, OK: 3}
     return sorted(verdicts, key=lambda v: order[v.level])
 
@@ -262,6 +267,8 @@ def gather(sysfs_root="/sys", dev_root="/dev", environ=None, ld_conf="/etc/ld.so
     elif _version("pycoral") != "unknown":
         env.pycoral = "unrelated"
     packages = dpkg_packages(dpkg_dir)
+    env.packages = sorted(packages)
+    env.usb_corals, env.pci_corals = gather_devices(sysfs_root, dev_root)
     for path in find_libraries(search_dirs(environ, ld_conf)):
         library = Library(path, read_build_label(path), load_error=_load_error(path))
         for name, (version, maintainer, files) in packages.items():
