@@ -31,7 +31,7 @@ def run_stage(stage, values, say=None):
     Raises:
       DeviceFailed: the stage's Edge TPU failed and the stage has no CPU fallback.
     """
-    interpreter, placement = stage.interpreter, stage.placement
+    interpreter, placement = stage.interpreter, getattr(stage, "placement", "cpu")   # pycoral-style segments: CPU
     try:
         return run_interpreter(interpreter, values)
     except RuntimeError as exc:   # what the runtimes raise when a delegate's invoke fails
