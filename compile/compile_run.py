@@ -22,7 +22,7 @@ from compile.compiler import (
     find_compiler,
 )
 from compile.multi import compile_segments, compile_together
-from compile.outcome import Call, failure, invoke, message, record, rel, summary_line
+from compile.outcome import Call, failure, invoke, message, record, refine_estimate, rel, summary_line
 from compile.compiler_log import parse_compiler_output
 from runfolder.manifest import MANIFEST_NAME
 
@@ -115,6 +115,8 @@ def compile_run(run_dir, compiler=None, flags=CompilerFlags(), co_compile=False,
         manifest["compile"] = section
         runfolder.save(run_dir, manifest)
         raise
+    for stage in stages:
+        refine_estimate(stage)
     manifest["compile"] = section
     runfolder.save(run_dir, manifest)
     what = (f"{num_segments} segments of {rel(run_dir, whole)}" if whole

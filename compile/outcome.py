@@ -93,6 +93,14 @@ def record(run_dir, report, op_log, logs):
             "log": rel(run_dir, op_log) if op_log.is_file() else None, **logs}
 
 
+def refine_estimate(stage):
+    """Redoes a compiled stage's Edge TPU estimate with the parameter bytes the compiler says it streams."""
+    off_chip = (stage.get("compile") or {}).get("off_chip_memory_bytes")
+    if off_chip is not None and stage.get("edgetpu_estimate"):
+        from tflitegraph.edgetpu_latency import with_compiler_figures   # numpy: not for compile alone
+        stage["edgetpu_estimate"] = with_compiler_figures(stage["edgetpu_estimate"], off_chip)
+
+
 def summary_line(name, info, compiled_path):
     """One progress line about a compiled model."""
     mapped, total = info["ops_mapped"], info["total_ops"]

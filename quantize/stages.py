@@ -11,6 +11,7 @@ from quantize.edgetpu_check import (
     supported_ops,
 )
 from quantize.exit_heads import exit_cut_positions
+from tflitegraph import edgetpu_latency
 from tflitegraph.graph import GraphError, read_graph
 from quantize.partition import (
     OBJECTIVES,
@@ -134,6 +135,8 @@ def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, low
             "ops": part["ops"], "op_range": [part["start"], part["end"]],
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
             "target": plan.targets[k] if plan.targets else None,
+            "edgetpu_estimate": edgetpu_latency.estimate_record(
+                edgetpu_latency.stage_features(graph, part["start"], part["end"]), plan.link),
         })
     _mark_exits(graph, entries, exits or [])
     for line in format_plan(plan):

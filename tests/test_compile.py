@@ -181,6 +181,12 @@ def test_help_lists_the_options():
 @needs_models
 def test_compiles_every_stage_with_the_standin(tmp_path):
     run = make_run(tmp_path, [MOBILENET, SPLIT_CONCAT], stale=True)
+    from tflitegraph import edgetpu_latency
+    before = runfolder.load(run)
+    guess = {"macs": 10 ** 7, "parameter_bytes": 9 << 20, "io_bytes": 50_000, "streamed_bytes": 2 << 20,
+             "fc_bytes": 0}
+    before["stages"][0]["edgetpu_estimate"] = edgetpu_latency.estimate_record(guess)
+    runfolder.save(run, before)
     out = cli(["--run", run, "--min-runtime-version", "13", "--search-delegate",
                "--delegate-search-step", "4"], env=standin_env())
     assert out.returncode == 0, out.stderr
@@ -219,6 +225,10 @@ def test_compiles_every_stage_with_the_standin(tmp_path):
         assert "Model compiled successfully" in (run / info["stdout"]).read_text()
     assert manifest["stages"][0]["compile"]["operations"][0] == {
         "op": "CONV_2D", "count": 15, "status": "Mapped to Edge TPU", "on_tpu": True}
+    refined = manifest["stages"][0]["edgetpu_estimate"]   # the compiler said 0 bytes are streamed
+    assert refined["streamed_from"] == "compiler" and refined["features"]["streamed_bytes"] == 0
+    assert refined["ms"] == round(edgetpu_latency.model_ms(dict(guess, streamed_bytes=0)), 4)
+    assert refined["ms"] < before["stages"][0]["edgetpu_estimate"]["ms"]
 
 
 @needs_models

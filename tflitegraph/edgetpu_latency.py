@@ -87,6 +87,19 @@ def stage_ms(graph, start, end, link="usb3", constants=None):
     return model_ms(stage_features(graph, start, end), constants, link)
 
 
+def estimate_record(features, link="usb3"):
+    """What the manifest keeps of a stage's estimate: the figure, the link, and what it was made from."""
+    return {"ms": round(model_ms(features, link=link), 4), "link": link, "features": dict(features),
+            "streamed_from": "estimate"}
+
+
+def with_compiler_figures(record, off_chip_bytes):
+    """The estimate redone with the parameter bytes the compiler reported it streams (its log's
+    "Off-chip memory used for streaming uncached model parameters") in place of this module's guess."""
+    features = dict(record["features"], streamed_bytes=int(off_chip_bytes))
+    return dict(estimate_record(features, record["link"]), streamed_from="compiler")
+
+
 def range_cost(graph, parameter_table, link="usb3", constants=None):
     """``cost(i, j)``: the estimate for ops [i, j) in O(1), for the partitioner. What crosses a cut is
     charged as the stage's input or output (a tensor only passing by is counted too)."""

@@ -65,7 +65,8 @@ def summary_lines(manifest):
     rows = []
     for stage in stages:
         latency = placements.get(stage["index"], {}).get("latency_ms_median")
-        estimate = estimates[stage["index"]] if stage["index"] < len(estimates) else None
+        own = (stage.get("edgetpu_estimate") or {}).get("ms")
+        estimate = own if own is not None else estimates[stage["index"]] if stage["index"] < len(estimates) else None
         rows.append([str(stage["index"]), f"{stage['model']['bytes']:,}", f"{stage['parameter_bytes']:,}",
                      str(stage["op_count"]), "-" if latency is None else f"{latency:.3f}",
                      "-" if estimate is None else f"~{estimate:.3f}",
@@ -92,9 +93,11 @@ def summary_lines(manifest):
                          f"Edge TPU, {compiled.get('edgetpu_subgraphs')} TPU subgraph(s), on-chip "
                          f"{compiled.get('on_chip_memory_bytes', 0):,} B, off-chip "
                          f"{compiled.get('off_chip_memory_bytes', 0):,} B")
-    if estimates:
+    if estimates or any(s.get("edgetpu_estimate") for s in stages):
+        compiled = any((s.get("edgetpu_estimate") or {}).get("streamed_from") == "compiler" for s in stages)
         lines.append(f"ms: measured here; TPU est.: estimated ms on one Edge TPU per stage over "
-                     f"{balance.get('edgetpu_link', 'usb3')} (an estimate, tflitegraph/edgetpu_latency.py)")
+                     f"{balance.get('edgetpu_link', 'usb3')} (an estimate, tflitegraph/edgetpu_latency.py"
+                     + ("; with the parameter bytes the compiler said it streams" if compiled else "") + ")")
     if evaluation:
         lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
                      f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")
