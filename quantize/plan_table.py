@@ -20,6 +20,7 @@ def format_plan(plan):
         row = [str(k), f"{s.start}-{s.end - 1}", str(s.op_count), f"{s.macs:,}", _bytes(s.parameter_bytes),
                _bytes(s.activation_in_bytes), _bytes(s.activation_out_bytes),
                f"{plan.latency_ms[k]:.3f}" if plan.latency_ms else "-",
+               "(CPU stage)" if plan.targets and plan.targets[k] == "cpu" else
                f"{plan.edgetpu_ms[k]:.3f}" if plan.edgetpu_ms else "-"]
         if plan.measured_ms:
             row.append(f"{plan.measured_ms[k]:.3f}")
