@@ -135,8 +135,9 @@ def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, low
             "ops": part["ops"], "op_range": [part["start"], part["end"]],
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
             "target": plan.targets[k] if plan.targets else None,
-            "edgetpu_estimate": edgetpu_latency.estimate_record(
-                edgetpu_latency.stage_features(graph, part["start"], part["end"]), plan.link),
+            "edgetpu_estimate": None if plan.targets and plan.targets[k] == "cpu" else
+            edgetpu_latency.estimate_record(edgetpu_latency.stage_features(graph, part["start"], part["end"]),
+                                            plan.link),
         })
     _mark_exits(graph, entries, exits or [])
     for line in format_plan(plan):

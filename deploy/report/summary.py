@@ -65,8 +65,10 @@ def summary_lines(manifest):
     rows = []
     for stage in stages:
         latency = placements.get(stage["index"], {}).get("latency_ms_median")
-        own = (stage.get("edgetpu_estimate") or {}).get("ms")
-        estimate = own if own is not None else estimates[stage["index"]] if stage["index"] < len(estimates) else None
+        if "edgetpu_estimate" in stage:   # None for a stage made to run on the CPU
+            estimate = (stage["edgetpu_estimate"] or {}).get("ms")
+        else:                             # a run split before stages kept their own
+            estimate = estimates[stage["index"]] if stage["index"] < len(estimates) else None
         rows.append([str(stage["index"]), f"{stage['model']['bytes']:,}", f"{stage['parameter_bytes']:,}",
                      str(stage["op_count"]), "-" if latency is None else f"{latency:.3f}",
                      "-" if estimate is None else f"~{estimate:.3f}",
