@@ -47,6 +47,7 @@ def test_isolating_moves_the_ops_after_the_cpu_op_back_to_the_tpu(abs_model, tmp
     manifest = runfolder.load(out)
     stages = manifest["stages"]
     assert [s["target"] for s in stages] == ["tpu", "cpu", "tpu"]
+    assert [s["edgetpu_estimate"] is None for s in stages] == [False, True, False]   # no TPU estimate for the CPU
     assert stages[1]["ops"] == ["ABS"]
     assert manifest["split"]["method"] == "isolate-macs"
     isolated_tpu_ops = sum(s["preflight"]["tpu_ops"] for s in stages)
