@@ -8,7 +8,7 @@ from deploy.core.fallback import DeviceFailed
 from deploy.core.open import open_chain
 from deploy.core.stages import _cpu_loader
 from deploy.pipeline.runner import PipelinedRunner, RequestFailed
-from tests.conftest import run_cli
+from tests.conftest import copy_run, run_cli
 
 K = 5
 
@@ -83,9 +83,9 @@ def test_with_fallback_the_stage_moves_to_its_cpu_file_once_and_every_request_su
     assert err.count("moved to the CPU") == 1 and "--fallback cpu" in err
 
 
-def test_the_fallback_option_is_offered_where_stages_run(tiny_run):
-    for command in (["--run", tiny_run, "--eval", "--limit", "5", "--fallback", "cpu"],):
-        result = run_cli("deploy", *command, timeout=300)
-        assert result.returncode == 0, result.stderr
+def test_the_fallback_option_is_offered_where_stages_run(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)   # --eval records into the run: never into the shared one
+    result = run_cli("deploy", "--run", run, "--eval", "--limit", "5", "--fallback", "cpu", timeout=300)
+    assert result.returncode == 0, result.stderr
     for command in ("bench", "verify", "serve-stage"):
         assert "--fallback" in run_cli("deploy", command, "--help", timeout=60).stdout
