@@ -10,6 +10,8 @@ import dataclasses
 
 import numpy as np
 
+from tflitegraph.graph import buffer_bytes, stage_io  # noqa: F401  (stage_io: public here too)
+
 
 @dataclasses.dataclass(frozen=True)
 class OpCost:
@@ -45,18 +47,6 @@ def op_costs(graph):
     return costs
 
 
-def stage_io(graph, start, end):
-    """Activation tensors read by ops [start, end) but made before, and made there but needed after."""
-    produced, consumed = set(), []
-    for op in graph.ops[start:end]:
-        for t in op.inputs:
-            if t >= 0 and graph.tensors[t].is_activation and t not in produced and t not in consumed:
-                consumed.append(t)
-        produced.update(t for t in op.outputs if t >= 0)
-    outputs = [t for t in produced if t in graph.outputs or graph.last_use.get(t, -1) >= end]
-    return consumed, outputs
-
-
 def stage_cost(graph, start, end):
     """The StageCost of ops [start, end)."""
     constants = {t for op in graph.ops[start:end] for t in op.inputs
@@ -65,17 +55,9 @@ def stage_cost(graph, start, end):
     return StageCost(
         start, end, end - start,
         sum(op.macs for op in graph.ops[start:end]),
-        _buffer_bytes(graph, constants),
+        buffer_bytes(graph, constants),
         sum(graph.tensors[t].activation_bytes for t in ins),
         sum(graph.tensors[t].activation_bytes for t in outs))
-
-
-def _buffer_bytes(graph, constants):
-    """Bytes of the distinct buffers behind constant tensors (two tensors may share one buffer)."""
-    buffers = {}
-    for t in constants:
-        buffers[graph.model.subgraphs[0].tensors[t].buffer] = graph.tensors[t].constant_bytes
-    return sum(buffers.values())
 
 
 def parameter_table(graph):

@@ -20,6 +20,8 @@ USB 3.0's (LINKS): nominal rates, not calibrated.
 """
 import numpy as np
 
+from tflitegraph.graph import buffer_bytes, stage_io
+
 USABLE_ON_CHIP_BYTES = int(7.0 * (1 << 20))
 """Parameter room after the executable's reserve: real 16.0 logs report used + remaining ~7.0 MiB
 (6.02 + 1.02 MiB in edgetpu issue #557; 5.90 + 1.16 MiB in yolov7 PR #1672)."""
@@ -47,20 +49,12 @@ def stage_features(graph, start, end):
     """The same for ops ``[start, end)``: their MACs, constant bytes (each buffer once) and the bytes of
     the activations crossing into and out of the range."""
     ops = graph.ops[start:end]
-    buffers = {}
-    made = set()
-    for op in ops:
-        for t in op.inputs:
-            if t >= 0 and graph.tensors[t].is_constant:
-                buffers[graph.model.subgraphs[0].tensors[t].buffer] = graph.tensors[t].constant_bytes
-        made.update(t for t in op.outputs if t >= 0)
-    fc = sum(_fc_bytes(graph, op) for op in ops)
-    read = {t for op in ops for t in op.inputs if t >= 0 and graph.tensors[t].is_activation} - made
-    used_later = {t for t in made if graph.last_use.get(t, -1) >= end or t in graph.outputs}
-    parameters = sum(buffers.values())
+    parameters = buffer_bytes(graph, {t for op in ops for t in op.inputs if t >= 0 and graph.tensors[t].is_constant})
+    ins, outs = stage_io(graph, start, end)
     return {"macs": int(sum(op.macs for op in ops)), "parameter_bytes": int(parameters),
-            "io_bytes": int(sum(graph.tensors[t].activation_bytes for t in read | used_later)),
-            "streamed_bytes": int(max(0, parameters - USABLE_ON_CHIP_BYTES)), "fc_bytes": int(fc)}
+            "io_bytes": int(sum(graph.tensors[t].activation_bytes for t in [*ins, *outs])),
+            "streamed_bytes": int(max(0, parameters - USABLE_ON_CHIP_BYTES)),
+            "fc_bytes": int(sum(_fc_bytes(graph, op) for op in ops))}
 
 
 def _fc_bytes(graph, op):

@@ -168,3 +168,23 @@ def find_tensor(graph, name):
                     for part in piece.split("/")})
     close = difflib.get_close_matches(name, parts, n=5) or parts[:8]
     raise GraphError(f"no tensor or layer named '{name}' in the model; close names: {', '.join(close)}")
+
+
+def stage_io(graph, start, end):
+    """Activation tensors read by ops [start, end) but made before, and made there but needed after."""
+    produced, consumed = set(), []
+    for op in graph.ops[start:end]:
+        for t in op.inputs:
+            if t >= 0 and graph.tensors[t].is_activation and t not in produced and t not in consumed:
+                consumed.append(t)
+        produced.update(t for t in op.outputs if t >= 0)
+    outputs = [t for t in produced if t in graph.outputs or graph.last_use.get(t, -1) >= end]
+    return consumed, outputs
+
+
+def buffer_bytes(graph, constants):
+    """Bytes of the distinct buffers behind constant tensors (two tensors may share one buffer)."""
+    buffers = {}
+    for t in constants:
+        buffers[graph.model.subgraphs[0].tensors[t].buffer] = graph.tensors[t].constant_bytes
+    return sum(buffers.values())
