@@ -43,8 +43,9 @@ class Plan:
     measured_ms: list = None   # measured CPU ms per stage (latency objective)
     rounds: list = dataclasses.field(default_factory=list)  # latency refinement history
     targets: list = None       # per stage "tpu" or "cpu" when unsupported ops were isolated
-    edgetpu_ms: list = None    # estimated Edge TPU ms per stage (an estimate: no TPU was used)
+    edgetpu_ms: list = None    # estimated ms per stage on its own Edge TPU (an estimate: no TPU was used)
     link: str = "usb3"         # the link that estimate assumes
+    estimates: list = None     # per stage the estimate's record (edgetpu_latency.estimate_record)
 
     def balances(self):
         """max/mean of each stage cost that is known, by name."""
@@ -150,10 +151,17 @@ def objective_link(objective):
     return link or "usb3"
 
 
-def objective_cost(graph, objective, latencies=None):
-    """``range_cost(i, j)`` for one objective."""
+def objective_cost(graph, objective, latencies=None, supported=None):
+    """``range_cost(i, j)`` for one objective. For edgetpu, ``supported`` (per op: can the Edge TPU run
+    it) charges the ops the compiler would leave on the CPU their measured ``latencies`` instead."""
     if objective.partition(":")[0] == "edgetpu":
-        return edgetpu_latency.range_cost(graph, parameter_table(graph), objective_link(objective))
+        placed = None
+        if supported is not None and not all(supported):
+            if latencies is None:
+                raise ValueError("the edgetpu objective of a model with ops the Edge TPU cannot run needs "
+                                 "per-op CPU latencies (quantize.profile.op_latencies)")
+            placed = edgetpu_latency.placed_tables(graph, supported, latencies)
+        return edgetpu_latency.range_cost(graph, parameter_table(graph), objective_link(objective), placed=placed)
     if objective == "macs":
         return _prefix_cost([op.macs + 1 for op in graph.ops])  # +1: no op is free
     if objective == "params":
@@ -175,8 +183,9 @@ def check_stage_count(graph, stages):
                          "or fewer")
 
 
-def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None):
-    """A Plan for given cuts, with every stage's costs and every cut's crossing tensors."""
+def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None, supported=None):
+    """A Plan for given cuts, with every stage's costs and every cut's crossing tensors, and its Edge TPU
+    estimate (ops ``supported`` says the compiler leaves on the CPU at their ``latencies``)."""
     bounds = [0] + list(cuts) + [len(graph.ops)]
     stages = [stage_cost(graph, a, b) for a, b in itertools.pairwise(bounds)]
     crossing = [([graph.tensors[t].name for t in graph.crossing(c)], graph.crossing_bytes(c)) for c in cuts]
@@ -185,17 +194,20 @@ def make_plan(graph, cuts, objective, latencies=None, measured=None, rounds=None
         latency_ms = [float(sum(latencies[a:b])) for a, b in itertools.pairwise(bounds)]
     base = objective.removeprefix("isolate-")
     link = objective_link(base) if base.startswith("edgetpu") else "usb3"
-    tpu_ms = [edgetpu_latency.stage_ms(graph, a, b, link) for a, b in itertools.pairwise(bounds)]
-    return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [], edgetpu_ms=tpu_ms,
-                link=link)
+    estimates = [edgetpu_latency.stage_estimate(graph, a, b, link, supported, latencies)
+                 for a, b in itertools.pairwise(bounds)]
+    return Plan(list(cuts), objective, stages, crossing, latency_ms, measured, rounds or [],
+                edgetpu_ms=[e["ms"] for e in estimates], link=link, estimates=estimates)
 
 
 def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor=False,
-                  refine_rounds=2, measure=None):
+                  refine_rounds=2, measure=None, supported=None):
     """The optimal plan for ``objective``.
 
     Args:
-      latencies: per-op CPU ms (needed for ``latency``; shown in the plan otherwise).
+      latencies: per-op CPU ms (needed for ``latency``, and for ``edgetpu`` when some op is not
+        ``supported``; shown in the plan otherwise).
+      supported: per op, whether the Edge TPU can run it (``quantize.edgetpu_check.supported_ops``).
       refine_rounds: for ``latency``, rounds of timing the chosen stages and
         correcting the op costs by measured/estimated stage time.
       measure: callable(cuts) -> measured ms per stage (quantize.profile.stage_latencies).
@@ -205,10 +217,10 @@ def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor
     if single_tensor and len(candidates) < stages - 1:
         raise GraphError(f"only {len(candidates)} places where a single tensor crosses; cannot make "
                          f"{stages} stages with --single-tensor-cuts (drop it to allow any cut)")
-    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies),
+    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies, supported),
                         candidates, graph.crossing_bytes, even=objective == "params")
     if objective != "latency" or measure is None:
-        return make_plan(graph, cuts, objective, latencies)
+        return make_plan(graph, cuts, objective, latencies, supported=supported)
     costs = list(latencies)
     history, best = [], None
     for round_ in range(refine_rounds + 1):
@@ -224,12 +236,12 @@ def balanced_plan(graph, stages, objective="macs", latencies=None, single_tensor
             if estimate > 0:
                 costs[a:b] = [c * m / estimate for c in costs[a:b]]
         cuts = optimal_cuts(len(graph.ops), stages, _prefix_cost(costs), candidates, graph.crossing_bytes)
-    return make_plan(graph, best[0], objective, latencies, best[1], history)
+    return make_plan(graph, best[0], objective, latencies, best[1], history, supported)
 
 
-def cut_after_plan(graph, cuts, latencies=None):
+def cut_after_plan(graph, cuts, latencies=None, supported=None):
     """The Plan of cuts the user chose by name."""
-    return make_plan(graph, cuts, "cut-after", latencies)
+    return make_plan(graph, cuts, "cut-after", latencies, supported=supported)
 
 
 def support_runs(supported):
@@ -264,9 +276,9 @@ def isolating_plan(graph, supported, stages=None, objective="macs", latencies=No
                          f"({sum(not ok for *_, ok in runs)} CPU run(s) between supported ones); "
                          f"got --stages {stages}")
     check_stage_count(graph, stages)
-    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies),
+    cuts = optimal_cuts(len(graph.ops), stages, objective_cost(graph, objective, latencies, supported),
                         candidate_cuts(graph), graph.crossing_bytes, even=objective == "params",
                         required=required)
-    plan = make_plan(graph, cuts, f"isolate-{objective}", latencies)
+    plan = make_plan(graph, cuts, f"isolate-{objective}", latencies, supported=supported)
     plan.targets = ["tpu" if supported[s.start] else "cpu" for s in plan.stages]
     return plan

@@ -11,7 +11,6 @@ from quantize.edgetpu_check import (
     supported_ops,
 )
 from quantize.exit_heads import exit_cut_positions
-from tflitegraph import edgetpu_latency
 from tflitegraph.graph import GraphError, read_graph
 from quantize.partition import (
     OBJECTIVES,
@@ -73,27 +72,29 @@ def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
         raise GraphError("--isolate-unsupported chooses its own cuts; drop --cut-after or it")
     if not o.cut_after and not o.isolate_unsupported and not exits:
         check_stage_count(graph, o.stage_count())
-    latencies = None
-    if o.times_ops():
+    latencies, supported = None, supported_ops(graph)
+    if o.times_ops() or o.balance == "edgetpu" and not all(supported):
         kernels = "XNNPACK" if o.xnnpack else "built-in"
-        progress(f"profiling {len(graph.ops)} ops on the CPU ({o.runs} rounds, {o.threads} thread(s), {kernels} kernels)")
+        why = "" if o.times_ops() else (f": {supported.count(False)} of them the Edge TPU cannot run, so the "
+                                        "estimate charges what the compiler leaves on the CPU its CPU time")
+        progress(f"profiling {len(graph.ops)} ops on the CPU ({o.runs} rounds, {o.threads} thread(s), "
+                 f"{kernels} kernels){why}")
         latencies = op_latencies(graph, runs=o.runs, num_threads=o.threads, xnnpack=o.xnnpack)
     if exits:
         cuts = sorted(set(exit_cut_positions(graph, exits)) | set(cut_positions_after(graph, o.cut_after)))
         if o.stages and o.stages != len(cuts) + 1:
             progress(f"note: the model has {len(exits)} early exit(s); cutting at them gives {len(cuts) + 1} "
                      f"stages (--stages {o.stages} ignored; add cuts with --cut-after)")
-        return cut_after_plan(graph, cuts, latencies)
+        return cut_after_plan(graph, cuts, latencies, supported)
     if o.cut_after:
-        return cut_after_plan(graph, cut_positions_after(graph, o.cut_after), latencies)
+        return cut_after_plan(graph, cut_positions_after(graph, o.cut_after), latencies, supported)
     if o.isolate_unsupported:
-        supported = supported_ops(graph)
         progress(f"isolating unsupported ops: {supported.count(False)} of {len(supported)} ops cannot run "
                  "on the Edge TPU")
         return isolating_plan(graph, supported, o.stages, o.objective(), latencies)
     return balanced_plan(graph, o.stage_count(), o.objective(), latencies, o.single_tensor,
                          measure=lambda cuts: stage_latencies(graph, cuts, runs=o.runs, num_threads=o.threads,
-                                                              xnnpack=o.xnnpack))
+                                                              xnnpack=o.xnnpack), supported=supported)
 
 
 def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, lower_versions=True, exits=None):
@@ -135,9 +136,7 @@ def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, low
             "ops": part["ops"], "op_range": [part["start"], part["end"]],
             "inputs": part["inputs"], "outputs": part["outputs"], "compiled": None, "compile": None,
             "target": plan.targets[k] if plan.targets else None,
-            "edgetpu_estimate": None if plan.targets and plan.targets[k] == "cpu" else
-            edgetpu_latency.estimate_record(edgetpu_latency.stage_features(graph, part["start"], part["end"]),
-                                            plan.link),
+            "edgetpu_estimate": None if plan.targets and plan.targets[k] == "cpu" else plan.estimates[k],
         })
     _mark_exits(graph, entries, exits or [])
     for line in format_plan(plan):

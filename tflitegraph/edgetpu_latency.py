@@ -20,6 +20,7 @@ USB 3.0's (LINKS): nominal rates, not calibrated.
 """
 import numpy as np
 
+from tflitegraph import fallthrough
 from tflitegraph.graph import buffer_bytes, stage_io
 
 USABLE_ON_CHIP_BYTES = int(7.0 * (1 << 20))
@@ -45,16 +46,36 @@ def model_features(graph):
     return stage_features(graph, 0, len(graph.ops))
 
 
-def stage_features(graph, start, end):
+def stage_features(graph, start, end, on_tpu=None):
     """The same for ops ``[start, end)``: their MACs, constant bytes (each buffer once) and the bytes of
-    the activations crossing into and out of the range."""
-    ops = graph.ops[start:end]
+    the activations crossing into and out of the range. ``on_tpu``: the positions the compiler maps
+    (default all); the others are left out and counted in "cpu_ops"."""
+    ops = [op for op in graph.ops[start:end] if on_tpu is None or op.position in on_tpu]
     parameters = buffer_bytes(graph, {t for op in ops for t in op.inputs if t >= 0 and graph.tensors[t].is_constant})
-    ins, outs = stage_io(graph, start, end)
+    ins, outs = stage_io(graph, start, end) if on_tpu is None else _part_io(graph, start, end, on_tpu)
     return {"macs": int(sum(op.macs for op in ops)), "parameter_bytes": int(parameters),
             "io_bytes": int(sum(graph.tensors[t].activation_bytes for t in [*ins, *outs])),
             "streamed_bytes": int(max(0, parameters - USABLE_ON_CHIP_BYTES)),
-            "fc_bytes": int(sum(_fc_bytes(graph, op) for op in ops))}
+            "fc_bytes": int(sum(_fc_bytes(graph, op) for op in ops)), "tpu_ops": len(ops),
+            "cpu_ops": end - start - len(ops)}
+
+
+def _part_io(graph, start, end, on_tpu):
+    """The activations the Edge TPU part of ops [start, end) reads from outside it, and those it makes
+    that a CPU op of the range or a later stage reads: what crosses the link."""
+    made = {t for p in on_tpu for t in graph.ops[p].outputs if t >= 0}
+    ins = {t for p in on_tpu for t in graph.ops[p].inputs if t >= 0 and graph.tensors[t].is_activation} - made
+    read_on_cpu = {t for op in graph.ops[start:end] if op.position not in on_tpu for t in op.inputs}
+    outs = {t for t in made if t in graph.outputs or graph.last_use.get(t, -1) >= end or t in read_on_cpu}
+    return sorted(ins), sorted(outs)
+
+
+def placed_on_tpu(graph, start, end, supported=None):
+    """Positions of ops ``[start, end)`` compiled as one stage that land on the Edge TPU
+    (``tflitegraph.fallthrough``); all of them when ``supported`` is None."""
+    if supported is None:
+        return set(range(start, end))
+    return {p for p, on_tpu, _ in fallthrough.walk(graph, supported, start, end) if on_tpu}
 
 
 def _fc_bytes(graph, op):
@@ -69,11 +90,23 @@ def _terms(features, link="usb3"):
 
 
 def model_ms(features, constants=None, link="usb3"):
-    """Estimated milliseconds per inference on one Edge TPU over ``link``."""
+    """Estimated milliseconds per inference on one Edge TPU over ``link`` (the Edge TPU part only)."""
+    if features.get("tpu_ops", 1) == 0:
+        return 0.0   # nothing of it is on the Edge TPU: no invoke, nothing over the link
     c = constants or USB3
     invoke, compute, transfer, fc = _terms(features, link)
     return float(c["invoke_ms"] * invoke + compute / c["macs_per_ms"] + transfer / c["bytes_per_ms"]
                  + fc / c["fc_bytes_per_ms"])
+
+
+def stage_estimate(graph, start, end, link="usb3", supported=None, latencies=None):
+    """The manifest record (``estimate_record``) of ops ``[start, end)`` as one compiled stage on its
+    own Edge TPU: the Edge TPU part estimated, the ops the compiler leaves on the CPU at their measured
+    CPU ``latencies`` (per op ms; without them "cpu_ms" is None and "ms" is the Edge TPU part)."""
+    on_tpu = placed_on_tpu(graph, start, end, supported)
+    cpu_ms = 0.0 if len(on_tpu) == end - start else None if latencies is None else \
+        float(sum(latencies[p] for p in range(start, end) if p not in on_tpu))
+    return estimate_record(stage_features(graph, start, end, on_tpu), link, cpu_ms)
 
 
 def stage_ms(graph, start, end, link="usb3", constants=None):
@@ -81,22 +114,26 @@ def stage_ms(graph, start, end, link="usb3", constants=None):
     return model_ms(stage_features(graph, start, end), constants, link)
 
 
-def estimate_record(features, link="usb3"):
-    """What the manifest keeps of a stage's estimate: the figure, the link, and what it was made from."""
-    return {"ms": round(model_ms(features, link=link), 4), "link": link, "features": dict(features),
-            "streamed_from": "estimate"}
+def estimate_record(features, link="usb3", cpu_ms=0.0):
+    """What the manifest keeps of a stage's estimate: the figure ("ms": Edge TPU part + CPU part), its
+    parts, the link, and what it was made from."""
+    tpu_ms = model_ms(features, link=link)
+    return {"ms": round(tpu_ms + (cpu_ms or 0.0), 4), "tpu_ms": round(tpu_ms, 4),
+            "cpu_ms": None if cpu_ms is None else round(cpu_ms, 4), "cpu_ops": features.get("cpu_ops", 0),
+            "link": link, "features": dict(features), "streamed_from": "estimate"}
 
 
 def with_compiler_figures(record, off_chip_bytes):
     """The estimate redone with the parameter bytes the compiler reported it streams (its log's
     "Off-chip memory used for streaming uncached model parameters") in place of this module's guess."""
     features = dict(record["features"], streamed_bytes=int(off_chip_bytes))
-    return dict(estimate_record(features, record["link"]), streamed_from="compiler")
+    return dict(estimate_record(features, record["link"], record.get("cpu_ms", 0.0)), streamed_from="compiler")
 
 
-def range_cost(graph, parameter_table, link="usb3", constants=None):
+def range_cost(graph, parameter_table, link="usb3", constants=None, placed=None):
     """``cost(i, j)``: the estimate for ops [i, j) in O(1), for the partitioner. What crosses a cut is
-    charged as the stage's input or output (a tensor only passing by is counted too)."""
+    charged as the stage's input or output (a tensor only passing by is counted too). ``placed``
+    (``placed_tables``): charge only the ops the compiler maps, and the others their CPU time."""
     c = constants or USB3
     macs = np.concatenate([[0.0], np.cumsum([op.macs for op in graph.ops], dtype=np.float64)])
     fc = np.concatenate([[0.0], np.cumsum([_fc_bytes(graph, op) for op in graph.ops], dtype=np.float64)])
@@ -104,22 +141,50 @@ def range_cost(graph, parameter_table, link="usb3", constants=None):
     edge = [sum(graph.tensors[t].activation_bytes for t in graph.inputs)] + \
         [graph.crossing_bytes(k) for k in range(1, n)] + [sum(graph.tensors[t].activation_bytes for t in graph.outputs)]
 
-    def cost(i, j):
-        streamed = max(0, int(parameter_table[i, j]) - USABLE_ON_CHIP_BYTES)
-        moved = (edge[i] + edge[j] + streamed) / LINKS[link]
-        return (c["invoke_ms"] + (macs[j] - macs[i]) / c["macs_per_ms"] + moved / c["bytes_per_ms"]
-                + (fc[j] - fc[i]) / c["fc_bytes_per_ms"])
-    return cost
+    def tpu(io, stage_macs, stage_fc, parameters):
+        moved = (io + max(0, int(parameters) - USABLE_ON_CHIP_BYTES)) / LINKS[link]
+        return c["invoke_ms"] + stage_macs / c["macs_per_ms"] + moved / c["bytes_per_ms"] + stage_fc / c["fc_bytes_per_ms"]
+
+    if placed is None:
+        return lambda i, j: tpu(edge[i] + edge[j], macs[j] - macs[i], fc[j] - fc[i], parameter_table[i, j])
+    return lambda i, j: (tpu(*(placed[k][i, j] for k in ("io", "macs", "fc", "parameters")))
+                         if placed["tpu_ops"][i, j] else 0.0) + placed["cpu_ms"][i, j]
 
 
-def fit(rows):
-    """Constants minimising the squared relative error over ``rows`` (features + "published_ms"), none
-    negative, compute no faster than PEAK_MACS_PER_MS and transfers no faster than USB3_BYTES_PER_MS."""
-    from scipy.optimize import lsq_linear   # calibration only (bench and tests), not at run time
-    a = np.array([_terms(r) / r["published_ms"] for r in rows])
-    lower = [0.0, 1 / PEAK_MACS_PER_MS, 1 / USB3_BYTES_PER_MS, 0.0]   # ms per unit: the time terms
-    x = lsq_linear(a, np.ones(len(rows)), bounds=(lower, [np.inf] * 4)).x
-    big = 1e30   # a term the fit found no use for costs nothing
-    return {"invoke_ms": float(x[0]), "macs_per_ms": float(1 / x[1]) if x[1] > 0 else big,
-            "bytes_per_ms": float(1 / x[2]) if x[2] > 0 else big,
-            "fc_bytes_per_ms": float(1 / x[3]) if x[3] > 0 else big}
+def placed_tables(graph, supported, latencies):
+    """For every range [i, j) compiled as one stage, of the ops on the Edge TPU: MACs, fully-connected
+    bytes, constant bytes, count and bytes over the link (as ``_part_io``); and the measured CPU ms of
+    the others. One fall-through walk from each start: O(n²), as ``quantize.costs.parameter_table``."""
+    n = len(graph.ops)
+    names = ("macs", "fc", "parameters", "tpu_ops", "cpu_ms", "io")
+    tables = {k: np.zeros((n + 1, n + 1)) for k in names}
+    uses = [[(graph.model.subgraphs[0].tensors[t].buffer, graph.tensors[t].constant_bytes)
+             for t in op.inputs if t >= 0 and graph.tensors[t].is_constant] for op in graph.ops]
+    size = [t.activation_bytes for t in graph.tensors]
+    for i in range(n):
+        seen, read, made, sent, row = set(), set(), set(), set(), np.zeros(6)
+        leaving = np.zeros(n + 2)   # by end j: bytes the Edge TPU part sends back (a difference array)
+        for p, on_tpu, _ in fallthrough.walk(graph, supported, i):
+            op = graph.ops[p]
+            ins = [t for t in op.inputs if t >= 0 and graph.tensors[t].is_activation]
+            if on_tpu:
+                fresh = [(b, nbytes) for b, nbytes in uses[p] if b not in seen]
+                seen.update(b for b, _ in fresh)
+                new_in = [t for t in set(ins) if t not in made and t not in read]
+                read.update(new_in)
+                row += [op.macs, _fc_bytes(graph, op), sum(nb for _, nb in fresh), 1, 0, sum(size[t] for t in new_in)]
+                for t in (t for t in op.outputs if t >= 0):
+                    made.add(t)
+                    last = n if t in graph.outputs else graph.last_use.get(t, -1)
+                    if last > p:
+                        leaving[p + 1] += size[t]
+                        leaving[last + 1] -= size[t]
+            else:
+                row[4] += latencies[p]
+                for t in (set(ins) & made) - sent:   # read on the CPU: it leaves the Edge TPU whatever the end
+                    sent.add(t)
+                    leaving[graph.last_use.get(t, n) + 1] += size[t]
+            for k, name in enumerate(names):
+                tables[name][i, p + 1] = row[k]
+        tables["io"][i, i + 1:] += np.cumsum(leaving)[i + 1:n + 1]
+    return tables

@@ -36,6 +36,7 @@ from compile.preflight import optable as T
 from compile.preflight.dynamic import dynamic_tensors, signature_risks
 from compile.preflight.fixes import suggest
 from compile.preflight.opcheck import op_risks, op_support, op_version
+from tflitegraph import fallthrough
 from tflitegraph.graph import GraphError, read_graph
 from runfolder.errors import UserError
 
@@ -57,27 +58,18 @@ def predict_placement(graph, support=None, min_runtime_version=None):
     """
     support = support or op_support(graph, min_runtime_version)
     risks = op_risks(graph)
-    from_tpu = set()      # tensors the Edge TPU part computes
-    after_tpu = {}        # tensor -> op position: computed on the CPU from Edge TPU results
     result = []
-    for op, (supported, why) in zip(graph.ops, support):
-        ins = [t for t in op.inputs if t >= 0]
-        blocker = next((after_tpu[t] for t in ins if t in after_tpu), None)
-        if supported and blocker is None:
+    for (op, (supported, why)), (_, on_tpu, blocker) in zip(zip(graph.ops, support),
+                                                             fallthrough.walk(graph, [ok for ok, _ in support])):
+        if on_tpu:
             placement, status, reason = "tpu", T.MAPPED, ""
-            from_tpu.update(t for t in op.outputs if t >= 0)
+        elif supported:
+            placement, status = "cpu", T.ONE_SUBGRAPH
+            reason = (f"{T.ONE_SUBGRAPH}: it needs the result of op {blocker} "
+                      f"({graph.ops[blocker].name}), which runs on the CPU after the Edge TPU "
+                      "part; the compiler partitions the model only once")
         else:
-            placement = "cpu"
-            if supported:
-                status = T.ONE_SUBGRAPH
-                reason = (f"{T.ONE_SUBGRAPH}: it needs the result of op {blocker} "
-                          f"({graph.ops[blocker].name}), which runs on the CPU after the Edge TPU "
-                          "part; the compiler partitions the model only once")
-            else:
-                status, reason = why.split(":", 1)[0], why
-            if any(t in from_tpu or t in after_tpu for t in ins):
-                source = blocker if blocker is not None else op.position
-                after_tpu.update((t, source) for t in op.outputs if t >= 0)
+            placement, status, reason = "cpu", why.split(":", 1)[0], why
         result.append({"index": op.position, "type": op.name,
                        "version": op_version(graph, op.position), "placement": placement,
                        "status": status, "reason": reason,

@@ -65,13 +65,15 @@ def summary_lines(manifest):
     rows = []
     for stage in stages:
         latency = placements.get(stage["index"], {}).get("latency_ms_median")
-        if "edgetpu_estimate" in stage:   # None for a stage made to run on the CPU
-            estimate = (stage["edgetpu_estimate"] or {}).get("ms")
+        record = stage.get("edgetpu_estimate") or {}   # None for a stage made to run on the CPU
+        if "edgetpu_estimate" in stage:
+            estimate = record.get("ms")
         else:                             # a run split before stages kept their own
             estimate = estimates[stage["index"]] if stage["index"] < len(estimates) else None
+        untimed = record.get("cpu_ops") and record.get("cpu_ms") is None   # CPU ops not timed: TPU part only
         rows.append([str(stage["index"]), f"{stage['model']['bytes']:,}", f"{stage['parameter_bytes']:,}",
                      str(stage["op_count"]), "-" if latency is None else f"{latency:.3f}",
-                     "-" if estimate is None else f"~{estimate:.3f}",
+                     "-" if estimate is None else f"~{estimate:.3f}" + ("+CPU" if untimed else ""),
                      placements.get(stage["index"], {}).get("placement", "not run")])
     header = ["stage", "bytes", "params", "ops", "ms", "TPU est.", "runs on"]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -99,7 +101,8 @@ def summary_lines(manifest):
         compiled = any((s.get("edgetpu_estimate") or {}).get("streamed_from") == "compiler" for s in stages)
         lines.append(f"ms: measured here; TPU est.: estimated ms on one Edge TPU per stage over "
                      f"{balance.get('edgetpu_link', 'usb3')} (an estimate, tflitegraph/edgetpu_latency.py"
-                     + ("; with the parameter bytes the compiler said it streams" if compiled else "") + ")")
+                     + ("; with the parameter bytes the compiler said it streams" if compiled else "")
+                     + "; +CPU: and the ops it leaves on the CPU, not timed)")
     if evaluation:
         lines.append(f"end to end: median {evaluation['latency_ms']['median']:.3f} ms, "
                      f"p95 {evaluation['latency_ms']['p95']:.3f} ms ({evaluation['runtime']})")
