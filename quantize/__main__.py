@@ -8,6 +8,7 @@
   python -m quantize split MODEL.tflite --stages 3 --balance params --out DIR
   python -m quantize split MODEL.tflite --cut-after TENSOR_OR_LAYER,... --out DIR
   python -m quantize plan MODEL.tflite --stages 4 [--balance latency]
+  python -m quantize split MODEL.tflite --stages 4 --balance edgetpu --profile-cuts --out DIR
 """
 import argparse
 import sys
@@ -36,6 +37,14 @@ def _add_cut_options(parser):
                              "the on-chip cache, bytes crossing each cut); default macs")
     parser.add_argument("--link", choices=["usb3", "usb2", "pcie"], default="usb3",
                         help="how each Edge TPU is attached, for --balance edgetpu and the estimates (default usb3)")
+    parser.add_argument("--profile-cuts", action="store_true",
+                        help="with --balance edgetpu: compile the stages of the best cuts with edgetpu_compiler, "
+                             "redo their estimates with what it reports (parameters it streams, ops it leaves on "
+                             "the CPU) and choose again, until the best cuts' stages are all compiled")
+    parser.add_argument("--compiler", default=None, metavar="PATH",
+                        help="edgetpu_compiler for --profile-cuts (default: the one on PATH)")
+    parser.add_argument("--profile-rounds", type=int, default=4, metavar="N",
+                        help="rounds of compiling for --profile-cuts at most (default 4)")
     parser.add_argument("--isolate-unsupported", action="store_true",
                         help="cut so each run of ops the Edge TPU cannot run is its own CPU stage and every "
                              "other stage maps fully (the compiler stops mapping at the first unsupported op); "
@@ -63,7 +72,8 @@ def _plan_options(args, profile=False):
     return PlanOptions(stages=args.stages, cut_after=args.cut_after, balance=args.balance,
                        single_tensor=args.single_tensor_cuts, isolate_unsupported=args.isolate_unsupported,
                        profile=profile, runs=args.profile_runs, threads=args.profile_threads,
-                       xnnpack=args.profile_kernels == "xnnpack", link=args.link)
+                       xnnpack=args.profile_kernels == "xnnpack", link=args.link, profile_cuts=args.profile_cuts,
+                       compiler=args.compiler, profile_rounds=args.profile_rounds)
 
 
 def _int8_model(path):

@@ -46,6 +46,7 @@ class Plan:
     edgetpu_ms: list = None    # estimated ms per stage on its own Edge TPU (an estimate: no TPU was used)
     link: str = "usb3"         # the link that estimate assumes
     estimates: list = None     # per stage the estimate's record (edgetpu_latency.estimate_record)
+    refined_by: str = None     # "compiler": cuts refined by compiling their stages (quantize.compiled_cuts)
 
     def balances(self):
         """max/mean of each stage cost that is known, by name."""
@@ -71,6 +72,7 @@ class Plan:
             "targets": self.targets,
             "stage_edgetpu_ms_estimated": _rounded(self.edgetpu_ms),
             "edgetpu_link": self.link,
+            "refined_by": self.refined_by,
         }
 
 
@@ -151,17 +153,22 @@ def objective_link(objective):
     return link or "usb3"
 
 
+def edgetpu_cost(graph, link, latencies=None, supported=None, cache_bytes=edgetpu_latency.USABLE_ON_CHIP_BYTES):
+    """The edgetpu objective's ``range_cost``: ``supported`` (per op: can the Edge TPU run it) charges
+    the ops the compiler would leave on the CPU their measured ``latencies``."""
+    placed = None
+    if supported is not None and not all(supported):
+        if latencies is None:
+            raise ValueError("the edgetpu objective of a model with ops the Edge TPU cannot run needs "
+                             "per-op CPU latencies (quantize.profile.op_latencies)")
+        placed = edgetpu_latency.placed_tables(graph, supported, latencies)
+    return edgetpu_latency.range_cost(graph, parameter_table(graph), link, placed=placed, cache_bytes=cache_bytes)
+
+
 def objective_cost(graph, objective, latencies=None, supported=None):
-    """``range_cost(i, j)`` for one objective. For edgetpu, ``supported`` (per op: can the Edge TPU run
-    it) charges the ops the compiler would leave on the CPU their measured ``latencies`` instead."""
+    """``range_cost(i, j)`` for one objective (``edgetpu_cost`` for edgetpu)."""
     if objective.partition(":")[0] == "edgetpu":
-        placed = None
-        if supported is not None and not all(supported):
-            if latencies is None:
-                raise ValueError("the edgetpu objective of a model with ops the Edge TPU cannot run needs "
-                                 "per-op CPU latencies (quantize.profile.op_latencies)")
-            placed = edgetpu_latency.placed_tables(graph, supported, latencies)
-        return edgetpu_latency.range_cost(graph, parameter_table(graph), objective_link(objective), placed=placed)
+        return edgetpu_cost(graph, objective_link(objective), latencies, supported)
     if objective == "macs":
         return _prefix_cost([op.macs + 1 for op in graph.ops])  # +1: no op is free
     if objective == "params":

@@ -16,6 +16,8 @@ class PlanOptions:
     ``single_tensor``: only cut where exactly one tensor crosses.
     ``profile``: time each op on the CPU even when ``balance`` is not latency (for the latency column);
     ``runs``, ``threads`` and ``xnnpack`` say how.
+    ``profile_cuts``: refine edgetpu cuts by compiling their stages with ``compiler`` (None: on PATH),
+    ``profile_rounds`` rounds at most (``quantize.compiled_cuts``).
     """
     stages: int = None
     cut_after: tuple = ()
@@ -27,6 +29,9 @@ class PlanOptions:
     threads: int = 1
     xnnpack: bool = True
     link: str = "usb3"
+    profile_cuts: bool = False
+    compiler: str = None
+    profile_rounds: int = 4
 
     def objective(self):
         """The partitioner's objective: ``balance``, with the link for edgetpu ("edgetpu:usb2")."""
@@ -41,7 +46,7 @@ class PlanOptions:
 
     def times_ops(self):
         """True when planning profiles every op on the CPU."""
-        return self.balance == "latency" and not self.cut_after or self.profile
+        return self.balance == "latency" and not self.cut_after or self.profile or self.profile_cuts
 
     def profile_record(self):
         """How the ops were timed, for the manifest's ``split.balance.profile``."""

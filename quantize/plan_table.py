@@ -45,6 +45,10 @@ def format_plan(plan):
         lines.append(f"TPU est. ms: an estimate for one Edge TPU per stage over {plan.link} (no TPU was used; "
                      "tflitegraph/edgetpu_latency.py; its error: bench/edgetpu_model.py), plus the measured "
                      "CPU time of ops the compiler would leave on the CPU")
+    if plan.refined_by == "compiler":
+        for k, past in enumerate(plan.rounds, start=1):
+            lines.append(f"profile-cuts round {k}: cuts {past['cut_positions']}, TPU est. ms per stage "
+                         f"{past['stage_ms_estimated']} -> with the compiler's figures {past['stage_ms_compiled']}")
     for k, (names, nbytes) in enumerate(plan.crossing):
         lines.append(f"cut {k} (before op {plan.cuts[k]}): {_bytes(nbytes)} in {len(names)} tensor(s): "
                      + ", ".join(short_name(n) for n in names))

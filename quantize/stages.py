@@ -18,6 +18,7 @@ from quantize.partition import (
     check_stage_count,
     cut_after_plan,
     isolating_plan,
+    make_plan,
 )
 from quantize.plan_options import PlanOptions
 from quantize.plan_table import format_plan
@@ -70,6 +71,9 @@ def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
                          "exits; drop --isolate-unsupported")
     if o.cut_after and o.isolate_unsupported:
         raise GraphError("--isolate-unsupported chooses its own cuts; drop --cut-after or it")
+    if o.profile_cuts and (o.balance != "edgetpu" or o.cut_after or o.isolate_unsupported or exits):
+        raise GraphError("--profile-cuts refines the cuts of --balance edgetpu by compiling their stages: use it "
+                         "with --balance edgetpu and --stages, without --cut-after, --isolate-unsupported or exits")
     if not o.cut_after and not o.isolate_unsupported and not exits:
         check_stage_count(graph, o.stage_count())
     latencies, supported = None, supported_ops(graph)
@@ -88,6 +92,8 @@ def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
         return cut_after_plan(graph, cuts, latencies, supported)
     if o.cut_after:
         return cut_after_plan(graph, cut_positions_after(graph, o.cut_after), latencies, supported)
+    if o.profile_cuts:
+        return _compiled_plan(graph, o, supported, latencies, progress)
     if o.isolate_unsupported:
         progress(f"isolating unsupported ops: {supported.count(False)} of {len(supported)} ops cannot run "
                  "on the Edge TPU")
@@ -95,6 +101,16 @@ def plan_split(graph, options=PlanOptions(), progress=print, exits=None):
     return balanced_plan(graph, o.stage_count(), o.objective(), latencies, o.single_tensor,
                          measure=lambda cuts: stage_latencies(graph, cuts, runs=o.runs, num_threads=o.threads,
                                                               xnnpack=o.xnnpack), supported=supported)
+
+
+def _compiled_plan(graph, o, supported, latencies, progress):
+    """The edgetpu plan refined by the compiler's figures (``quantize.compiled_cuts``)."""
+    from quantize.compiled_cuts import CompiledCuts, refine_cuts
+    cuts, estimates, history = refine_cuts(graph, o.stage_count(), o.objective(), supported, latencies,
+                                           CompiledCuts(o.compiler, rounds=o.profile_rounds), progress)
+    plan = make_plan(graph, cuts, o.objective(), latencies, rounds=history, supported=supported)
+    plan.estimates, plan.edgetpu_ms, plan.refined_by = estimates, [e["ms"] for e in estimates], "compiler"
+    return plan
 
 
 def write_stages(run_dir, model_path, options=PlanOptions(), progress=print, lower_versions=True, exits=None):

@@ -130,11 +130,12 @@ def with_compiler_figures(record, off_chip_bytes):
     return dict(estimate_record(features, record["link"], record.get("cpu_ms", 0.0)), streamed_from="compiler")
 
 
-def range_cost(graph, parameter_table, link="usb3", constants=None, placed=None):
+def range_cost(graph, parameter_table, link="usb3", placed=None, cache_bytes=USABLE_ON_CHIP_BYTES):
     """``cost(i, j)``: the estimate for ops [i, j) in O(1), for the partitioner. What crosses a cut is
     charged as the stage's input or output (a tensor only passing by is counted too). ``placed``
-    (``placed_tables``): charge only the ops the compiler maps, and the others their CPU time."""
-    c = constants or USB3
+    (``placed_tables``): charge only the ops the compiler maps, and the others their CPU time.
+    ``cache_bytes``: the parameter bytes one Edge TPU caches (what the compiler reported, when known)."""
+    c = USB3
     macs = np.concatenate([[0.0], np.cumsum([op.macs for op in graph.ops], dtype=np.float64)])
     fc = np.concatenate([[0.0], np.cumsum([_fc_bytes(graph, op) for op in graph.ops], dtype=np.float64)])
     n = len(graph.ops)
@@ -142,8 +143,9 @@ def range_cost(graph, parameter_table, link="usb3", constants=None, placed=None)
         [graph.crossing_bytes(k) for k in range(1, n)] + [sum(graph.tensors[t].activation_bytes for t in graph.outputs)]
 
     def tpu(io, stage_macs, stage_fc, parameters):
-        moved = (io + max(0, int(parameters) - USABLE_ON_CHIP_BYTES)) / LINKS[link]
-        return c["invoke_ms"] + stage_macs / c["macs_per_ms"] + moved / c["bytes_per_ms"] + stage_fc / c["fc_bytes_per_ms"]
+        moved = (io + max(0, int(parameters) - cache_bytes)) / LINKS[link]
+        return (c["invoke_ms"] + stage_macs / c["macs_per_ms"] + moved / c["bytes_per_ms"]
+                + stage_fc / c["fc_bytes_per_ms"])
 
     if placed is None:
         return lambda i, j: tpu(edge[i] + edge[j], macs[j] - macs[i], fc[j] - fc[i], parameter_table[i, j])
@@ -188,3 +190,16 @@ def placed_tables(graph, supported, latencies):
                 tables[name][i, p + 1] = row[k]
         tables["io"][i, i + 1:] += np.cumsum(leaving)[i + 1:n + 1]
     return tables
+
+
+def fit(rows):
+    """Constants minimising the squared relative error over ``rows`` (features + "published_ms"), none
+    negative, compute no faster than PEAK_MACS_PER_MS and transfers no faster than USB3_BYTES_PER_MS."""
+    from scipy.optimize import lsq_linear   # calibration only (bench and tests), not at run time
+    a = np.array([_terms(r) / r["published_ms"] for r in rows])
+    lower = [0.0, 1 / PEAK_MACS_PER_MS, 1 / USB3_BYTES_PER_MS, 0.0]   # ms per unit: the time terms
+    x = lsq_linear(a, np.ones(len(rows)), bounds=(lower, [np.inf] * 4)).x
+    big = 1e30   # a term the fit found no use for costs nothing
+    return {"invoke_ms": float(x[0]), "macs_per_ms": float(1 / x[1]) if x[1] > 0 else big,
+            "bytes_per_ms": float(1 / x[2]) if x[2] > 0 else big,
+            "fc_bytes_per_ms": float(1 / x[3]) if x[3] > 0 else big}
