@@ -1,5 +1,9 @@
 """An Edge TPU that fails mid-run (deploy.core.fallback), with a stand-in for the TPU's interpreter that
-starts raising after K invokes, as libedgetpu does on a USB transfer error or an unplugged device."""
+starts raising after K invokes, as libedgetpu does on a USB transfer error or an unplugged device, or
+stops returning."""
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -89,3 +93,90 @@ def test_the_fallback_option_is_offered_where_stages_run(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
     for command in ("bench", "verify", "serve-stage"):
         assert "--fallback" in run_cli("deploy", command, "--help", timeout=60).stdout
+
+
+class HangingAfter(FailingAfter):
+    """The same, but invoke K+1 never returns (until the test lets it go): a device that stops answering."""
+
+    def __init__(self, interpreter, invokes):
+        super().__init__(interpreter, invokes)
+        self.release = threading.Event()
+
+    def invoke(self):
+        if self._left <= 0:
+            self.release.wait()
+            raise RuntimeError("the stand-in was released at the end of the test")
+        self._left -= 1
+        self._real.invoke()
+
+
+def _chain_with_a_hanging_tpu(run, fallback, timeout=0.3):
+    chain = _chain_with_a_failing_tpu(run, fallback)
+    stage = chain.stages[1]
+    stage.interpreter = HangingAfter(stage.interpreter._real, K)
+    stage.invoke_timeout = timeout
+    return chain, stage.interpreter
+
+
+def _within(seconds, work):
+    """Runs ``work()`` on a thread; fails the test instead of hanging it when it takes longer."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = work()
+        except BaseException as exc:   # raised again on the test's thread
+            box["error"] = exc
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: something hangs"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def test_a_tpu_that_stops_answering_fails_the_request_then_every_later_one_at_once(tiny_run):
+    chain, hanging = _chain_with_a_hanging_tpu(tiny_run, fallback=False)
+    feeds = _feeds(chain, K + 2)
+    try:
+        for feed in feeds[:K]:
+            chain.run(feed)
+        with pytest.raises(DeviceFailed) as failed:
+            _within(20, lambda: chain.run(feeds[K]))
+        assert "did not return within 0.3 s (--invoke-timeout)" in str(failed.value)
+        assert "--fallback cpu" in str(failed.value) and failed.value.device == "usb:0"
+        start = time.monotonic()
+        with pytest.raises(DeviceFailed, match="still stuck: restart the process"):
+            chain.run(feeds[K + 1])
+        assert time.monotonic() - start < 0.25   # no second wait on a device known to be stuck
+    finally:
+        hanging.release.set()
+
+
+def test_with_fallback_a_stuck_tpu_moves_its_stage_to_the_cpu_and_the_pipeline_goes_on(tiny_run, capfd):
+    _, reference = open_chain(tiny_run, "cpu", tpus=[])
+    chain, hanging = _chain_with_a_hanging_tpu(tiny_run, fallback=True)
+    feeds = _feeds(chain, 16)
+
+    def run_all():
+        with PipelinedRunner(chain) as runner:
+            return list(runner.stream(feeds))
+    try:
+        results = _within(60, run_all)
+    finally:
+        hanging.release.set()
+    assert [r.request_id for r in results] == list(range(16))
+    for result, feed in zip(results, feeds):
+        want = reference.run(feed)
+        assert all(np.array_equal(result.outputs[name], want[name]) for name in want)
+    assert chain.stages[1].placement == "cpu" and "did not return within" in chain.stages[1].reason
+    assert capfd.readouterr().err.count("moved to the CPU") == 1
+
+
+def test_the_invoke_timeout_reaches_edge_tpu_stages_only(tiny_run):
+    from deploy.core.open import Runtime, open_run
+    _, chain = open_run(tiny_run, Runtime(devices="cpu", tpus=[], invoke_timeout=2.5))
+    assert all(stage.invoke_timeout is None for stage in chain.stages)   # a CPU invoke does not hang
+    for command in ("bench", "verify", "serve-stage", "serve-api"):
+        assert "--invoke-timeout" in run_cli("deploy", command, "--help", timeout=60).stdout

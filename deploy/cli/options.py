@@ -1,5 +1,7 @@
 """Options several deploy commands share, defined once so their names, defaults and help agree."""
 
+from deploy.core.stages import DEFAULT_INVOKE_TIMEOUT
+
 DEVICES_HELP = ("per-stage devices, e.g. usb:0,usb:1,pci:0,cpu or one for all "
                 "(default: compiled stages take the Edge TPUs found in turn, the rest the CPU)")
 
@@ -8,7 +10,7 @@ def runtime_of(args):
     """The Runtime the ``add_runtime_options`` flags of ``args`` ask for."""
     from deploy.core.open import Runtime
     return Runtime(args.devices, args.threads, getattr(args, "xnnpack", True),
-                   fallback=getattr(args, "fallback", None))
+                   fallback=getattr(args, "fallback", None), invoke_timeout=args.invoke_timeout)
 
 
 def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
@@ -24,3 +26,6 @@ def add_runtime_options(parser, devices_help=DEVICES_HELP, xnnpack=True):
                         help="when a stage's Edge TPU fails mid-run (USB error, unplugged), move that stage to "
                              "its int8 CPU file and go on, saying so once (default: the request fails, naming "
                              "the stage and device)")
+    parser.add_argument("--invoke-timeout", type=float, default=DEFAULT_INVOKE_TIMEOUT, metavar="SECONDS",
+                        help="an Edge TPU invoke that takes longer counts as a failed device, like an error "
+                             f"(then --fallback applies); 0 waits for ever (default {DEFAULT_INVOKE_TIMEOUT:g})")

@@ -69,6 +69,7 @@ def run(args):
     options = server.ServeOptions(
         tls=tls.from_args(args), max_in_flight=args.max_in_flight, exit_threshold=args.exit_threshold,
         devices=args.devices, num_threads=args.threads, xnnpack=args.xnnpack, fallback=args.fallback == "cpu",
+        invoke_timeout=args.invoke_timeout,
         delay_s=args.add_latency_ms / 1000.0,
         max_message_bytes=args.max_message_bytes, max_streams=args.max_streams, stream_idle_s=args.stream_idle_s)
     stage_server = server.serve(args.run, args.stage, args.listen, args.next, options)

@@ -46,7 +46,7 @@ def upstream_factory(args):
         return lambda: ChainUpstream(args.run, hosts, tls=files, timeout_s=args.chain_timeout_s, top_k=args.top_k,
                                      limits=limits)
     return lambda: LocalUpstream(args.run, args.devices, args.threads, top_k=args.top_k, limits=limits,
-                                 fallback=args.fallback == "cpu")
+                                 fallback=args.fallback == "cpu", invoke_timeout=args.invoke_timeout)
 
 
 def parse_listen(text):

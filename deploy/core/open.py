@@ -13,7 +13,7 @@ from datasets.labels import name_of
 from datasets.preprocess import normalization_of, output_kind_of
 from deploy.core.chain import StageChain
 from deploy.core.exits import stage_exits
-from deploy.core.stages import StageError, load_stages
+from deploy.core.stages import DEFAULT_INVOKE_TIMEOUT, StageError, load_stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,24 +23,27 @@ class Runtime:
     devices: per-stage devices ("usb:0,cpu") or one for all; None lets compiled stages take the TPUs found.
     threads: CPU threads per interpreter (None: the runtime's choice). tpus: the Edge TPUs to use (None: look).
     fallback: "cpu" moves an Edge TPU stage whose TPU fails to its CPU file (``deploy.core.fallback``).
+    invoke_timeout: seconds an Edge TPU invoke may take before its TPU counts as failed (0: no limit).
     """
     devices: str = None
     threads: int = None
     xnnpack: bool = True
     tpus: list = None
     fallback: str = None
+    invoke_timeout: float = DEFAULT_INVOKE_TIMEOUT
 
 
 def open_run(run_dir, runtime=Runtime()):
     """``open_chain`` with a Runtime."""
     return open_chain(run_dir, runtime.devices, runtime.threads, runtime.tpus, runtime.xnnpack,
-                      runtime.fallback == "cpu")
+                      runtime.fallback == "cpu", runtime.invoke_timeout)
 
 
-def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False):
+def open_chain(run_dir, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False,
+               invoke_timeout=DEFAULT_INVOKE_TIMEOUT):
     """(manifest, StageChain) for a run folder, every file checked against its sha256."""
     manifest = runfolder.load(run_dir)
-    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack, fallback)
+    stages = load_stages(run_dir, manifest, devices, num_threads, tpus, xnnpack, fallback, invoke_timeout)
     split = manifest.get("split") or {}
     outputs = [t["name"] for t in split.get("model_outputs", [])]
     inputs = [t["name"] for t in split.get("model_inputs", [])]

@@ -30,9 +30,16 @@ class LoadedStage:
     interpreter: object
     cpu_path: str = None   # the stage's int8 CPU file
     fallback: object = None   # for an Edge TPU stage with --fallback cpu: makes its CPU interpreter
+    invoke_timeout: float = None   # seconds an Edge TPU invoke may take (deploy.core.fallback); None: no limit
 
 
-def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False):
+DEFAULT_INVOKE_TIMEOUT = 10.0
+"""Seconds an Edge TPU invoke may take before its device counts as failed: well above the first invoke of
+a model that streams its parameters over USB 2 (tens of MB at ~40 MB/s), far below "hung"."""
+
+
+def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xnnpack=True, fallback=False,
+                invoke_timeout=DEFAULT_INVOKE_TIMEOUT):
     """Loads every stage listed in the manifest, checking each file's sha256.
 
     Args:
@@ -44,6 +51,8 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
       tpus: Edge TPUs to use (default: ``edgetpu.list_edge_tpus()``).
       xnnpack: let the runtime apply XNNPACK to CPU stages (see ``make_interpreter``).
       fallback: an Edge TPU stage whose TPU fails moves to its CPU file (``deploy.core.fallback``).
+      invoke_timeout: seconds an Edge TPU stage's invoke may take before its TPU counts as failed
+        (0 or None: wait for ever).
     Returns:
       A list of LoadedStage.
     """
@@ -80,6 +89,8 @@ def load_stages(run_dir, manifest, devices=None, num_threads=None, tpus=None, xn
         check_io(interpreter, entry, path, run_dir)
         stage = LoadedStage(entry["index"], entry.get("name", f"stage_{entry['index']}"), str(path),
                             entry["inputs"], entry["outputs"], placement, reason, interpreter, str(cpu_path))
+        if placement != "cpu":
+            stage.invoke_timeout = invoke_timeout or None
         if fallback and placement != "cpu":
             stage.fallback = _cpu_loader(cpu_path, what, num_threads, xnnpack, run_dir, entry)
         loaded.append(stage)

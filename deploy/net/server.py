@@ -28,7 +28,7 @@ from deploy.net.calls import Worker as _Worker
 from deploy.net.calls import ready as _ready
 from deploy.net.links import Link, OneShot, error_reply
 from deploy.net.streams import StreamLimit, Unparseable, stage_handler
-from deploy.core.stages import load_stages
+from deploy.core.stages import DEFAULT_INVOKE_TIMEOUT, load_stages
 from runfolder.errors import OptionError
 
 SERVICE_NAME = "coralstages.v1.Stage"
@@ -42,7 +42,8 @@ def load_stage(run_dir, manifest, index, options):
     stage), where and how a ServeOptions says."""
     entry = plan.stage_plan(manifest, index, run_dir).entry
     return load_stages(run_dir, dict(manifest, stages=[entry]), options.devices, options.num_threads,
-                       xnnpack=options.xnnpack, fallback=options.fallback)[0]
+                       xnnpack=options.xnnpack, fallback=options.fallback,
+                       invoke_timeout=options.invoke_timeout)[0]
 
 
 def request_bytes(specs):
@@ -273,7 +274,8 @@ class ServeOptions:
     max_in_flight: requests held at once; more get RESOURCE_EXHAUSTED.
     exit_threshold: early-exit confidence (None: off).
     devices, num_threads, xnnpack: where and how the stage's interpreter runs (``deploy.core.stages``);
-      fallback: move it to its CPU file if its Edge TPU fails (``deploy.core.fallback``).
+      fallback: move it to its CPU file if its Edge TPU fails (``deploy.core.fallback``); invoke_timeout:
+      seconds an Edge TPU invoke may take before that counts as a failure (0: no limit).
     delay_s: extra seconds before each run (rehearses a slow device).
     max_message_bytes: largest request accepted (default: 4x the expected request + 64 KiB).
     max_streams: Process streams served at once; the longest-idle one is closed to make room for a
@@ -288,6 +290,7 @@ class ServeOptions:
     num_threads: int = None
     xnnpack: bool = True
     fallback: bool = False
+    invoke_timeout: float = DEFAULT_INVOKE_TIMEOUT
     delay_s: float = 0.0
     max_message_bytes: int = None
     max_streams: int = 16

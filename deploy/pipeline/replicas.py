@@ -86,7 +86,7 @@ def load_copies(run_dir, manifest, counts, runtime, spare=()):
             device = spare.pop(0) if spare and entry.get("compiled") else "cpu"
             one = dict(manifest, stages=[entry])
             copies.setdefault(k, []).extend(load_stages(run_dir, one, device, runtime.threads, runtime.tpus,
-                                                        runtime.xnnpack))
+                                                        runtime.xnnpack, invoke_timeout=runtime.invoke_timeout))
     return copies
 
 

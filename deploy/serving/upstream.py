@@ -78,15 +78,20 @@ class LocalUpstream(_RunModel):
     thread-safe. Give each worker thread its own LocalUpstream to run them in parallel.
     """
 
-    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None, limits=None, fallback=False):
+    def __init__(self, run_dir, devices=None, num_threads=None, top_k=3, delay_s=None, limits=None, fallback=False,
+                 invoke_timeout=None):
         super().__init__(run_dir, top_k, delay_s, limits)
         self.devices, self.num_threads, self.fallback = devices, num_threads, fallback
+        self.invoke_timeout = invoke_timeout   # None: the default (deploy.core.stages.DEFAULT_INVOKE_TIMEOUT)
         self.chain = None
         self._lock = threading.Lock()
 
     def load(self):
         from deploy.core.open import input_spec, open_chain
-        manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads, fallback=self.fallback)
+        from deploy.core.stages import DEFAULT_INVOKE_TIMEOUT
+        timeout = DEFAULT_INVOKE_TIMEOUT if self.invoke_timeout is None else self.invoke_timeout
+        manifest, chain = open_chain(self.run_dir, self.devices, self.num_threads, fallback=self.fallback,
+                                     invoke_timeout=timeout)
         self.spec = input_spec(manifest, chain)
         self.names = labels_of(manifest)
         self.chain, self.ready = chain, True
