@@ -26,6 +26,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tflitegraph import edgetpu_latency
 from tflitegraph.graph import read_graph
 from quantize.profile import stage_models, time_models
 from quantize.stages import plan_split
@@ -35,14 +36,14 @@ OBJECTIVES = ("macs", "params", "latency")
 DEFAULT_MODEL = REPO.parent / "shared" / "coral_test_data" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
-BIG_MODELS = "ResNet50:299,ResNet50V2:299,ResNet152V2:299,InceptionResNetV2:299,DenseNet121:224,VGG16:224"
+BIG_MODELS = ("ResNet50:299,ResNet50V2:299,ResNet152V2:299,InceptionResNetV2:299,DenseNet121:224,VGG16:224,"
+              "inception_v4:299")
 
 
 def edgetpu_estimates(models, counts, work, link="usb3"):
     """Estimated slowest stage and throughput per objective and stage count; prints a table."""
     from bench.edgetpu_model import int8_model
     from quantize.partition import balanced_plan, objective_cost
-    from tflitegraph import edgetpu_latency
     objectives = (f"edgetpu:{link}", "params", "macs")
     print(f"{'model':<22} {'stages':>6}  " + "  ".join(f"{o.split(':')[0] + ' /s':>13}" for o in objectives)
           + "  edgetpu vs params, vs macs   (estimated, one Edge TPU per stage)")
@@ -76,7 +77,7 @@ def main():
     parser.add_argument("--edgetpu", action="store_true", help="estimated Edge TPU throughput of big models")
     parser.add_argument("--models", default=BIG_MODELS, help="with --edgetpu: tf_keras application:size or .tflite")
     parser.add_argument("--work", default="/tmp/edgetpu_zoo", help="with --edgetpu: where converted models are kept")
-    parser.add_argument("--link", default="usb3", choices=["usb3", "usb2", "pcie"])
+    parser.add_argument("--link", default="usb3", choices=edgetpu_latency.LINKS)
     args = parser.parse_args()
     if args.edgetpu:
         counts = [int(s) for s in (args.stages or "2,3,4,5,6").split(",")]

@@ -16,6 +16,7 @@ import sys
 from datasets.contract_options import add_contract_options
 from quantize import DEFAULT_STAGES
 from runfolder import cli
+from tflitegraph.edgetpu_latency import LINKS
 
 
 def _names(text):
@@ -35,8 +36,10 @@ def _add_cut_options(parser):
                              "the real interpreter, like Coral's partition_with_profiling) or edgetpu (the "
                              "estimated Edge TPU time per stage over --link: compute, parameters streamed beyond "
                              "the on-chip cache, bytes crossing each cut); default macs")
-    parser.add_argument("--link", choices=["usb3", "usb2", "pcie"], default="usb3",
-                        help="how each Edge TPU is attached, for --balance edgetpu and the estimates (default usb3)")
+    parser.add_argument("--link", choices=LINKS, default="usb3",
+                        help="how each Edge TPU is attached, for --balance edgetpu and the estimates: usb3, usb2, "
+                             "pcie on a desktop host, or a host pycoral measured: usb3-rpi4 (Raspberry Pi 4), "
+                             "usb2-rpi3 (Pi 3 B), pcie-devboard (Dev Board); default usb3")
     parser.add_argument("--profile-cuts", action="store_true",
                         help="with --balance edgetpu: compile the stages of the best cuts with edgetpu_compiler, "
                              "redo their estimates with what it reports (parameters it streams, ops it leaves on "

@@ -10,14 +10,16 @@ from quantize.costs import parameter_table
 from quantize.partition import balanced_plan, objective_cost
 from tests.conftest import run_cli
 from tflitegraph import edgetpu_latency as L
+from tflitegraph.edgetpu_fit import fit, fit_host
 from tflitegraph.graph import read_graph
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "bench" / "data" / "edgetpu_published.json"
 ROWS = json.loads(DATA.read_text())
+HOSTS = json.loads((DATA.parent / "edgetpu_hosts.json").read_text())["hosts"]
 
 
 def test_the_constants_are_the_fit_of_the_published_figures():
-    refit = L.fit(ROWS)
+    refit = fit(ROWS)
     for name, value in L.USB3.items():
         assert refit[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
@@ -25,7 +27,7 @@ def test_the_constants_are_the_fit_of_the_published_figures():
 def test_the_leave_one_out_error_stated_is_the_one_measured():
     errors = []
     for i, row in enumerate(ROWS):
-        others = L.fit(ROWS[:i] + ROWS[i + 1:])
+        others = fit(ROWS[:i] + ROWS[i + 1:])
         errors.append(abs(L.model_ms(row, others) - row["published_ms"]) / row["published_ms"])
     assert L.LEAVE_ONE_OUT == {"models": len(ROWS), "median_error": round(float(np.median(errors)), 3),
                                "max_error": round(float(max(errors)), 3)}
@@ -34,9 +36,24 @@ def test_the_leave_one_out_error_stated_is_the_one_measured():
 def test_a_slower_link_only_slows_the_transfer():
     row = next(r for r in ROWS if r["streamed_bytes"] > 0)
     usb3, usb2 = L.model_ms(row), L.model_ms(row, link="usb2")
-    transfer = (row["io_bytes"] + row["streamed_bytes"]) / L.USB3["bytes_per_ms"]
-    assert usb2 - usb3 == pytest.approx(transfer * (1 / L.LINKS["usb2"] - 1), rel=1e-9)
+    moved = row["io_bytes"] + row["streamed_bytes"]
+    rate = L.HOSTS["rpi3"]["bytes_per_ms"]   # the USB 2 rate measured on a Raspberry Pi 3 B
+    assert usb2 - usb3 == pytest.approx(moved * (1 / rate - 1 / L.USB3["bytes_per_ms"]), rel=1e-9)
     assert L.model_ms(row, link="pcie") == usb3
+
+
+def test_the_host_constants_are_the_fit_of_pycorals_figures_and_predict_its_desktop():
+    for name, host in HOSTS.items():
+        refit = fit_host(ROWS, host["ms"], host["link"])
+        for key, value in L.HOSTS[name].items():
+            assert refit[key] == pytest.approx(value, rel=1e-5), (name, key)
+        assert refit["bytes_per_ms"] <= L.LINK_BYTES_PER_MS[host["link"]] * (1 + 1e-9)
+    rows = {r["name"]: r for r in ROWS}
+    for name, ms in HOSTS["desktop"]["ms"].items():   # figures the desktop constants were not fitted on
+        assert L.model_ms(rows[name]) == pytest.approx(ms, rel=0.25), name
+    for name in HOSTS["rpi3"]["ms"]:
+        assert L.model_ms(rows[name], link="usb2-rpi3") > L.model_ms(rows[name], link="usb3-rpi4") > \
+            L.model_ms(rows[name])
 
 
 def test_the_partitioners_cost_agrees_with_the_exact_stage_estimate(coral_data):
@@ -103,6 +120,9 @@ def test_quantize_plan_balances_by_the_estimate_over_the_link_asked(big_model):
 
 
 def test_the_benches_print_the_fit_and_the_estimated_throughputs(coral_data):
+    hosts = run_cli("bench.edgetpu_hosts", timeout=300)
+    assert hosts.returncode == 0, hosts.stderr
+    assert "leave-one-out over the non-desktop hosts: median" in hosts.stdout
     model = run_cli("bench.edgetpu_model", "--from-data", timeout=300)
     assert model.returncode == 0, model.stderr
     assert (f"leave-one-out error: median {100 * L.LEAVE_ONE_OUT['median_error']:.1f}%"

@@ -15,8 +15,13 @@ The constants are fitted for a USB 3.0 Accelerator on a desktop host, within wha
 no faster than the chip's peak (4 TOPS: 2e9 MACs per ms) and than USB 3.0's data rate (5 Gb/s with
 8b/10b coding: 500 MB/s). Unbounded, the published figures are fitted best by a link faster than USB 3.0
 and compute faster than the chip; bounded, both end at the bound, so the estimate reads as a roofline
-plus a fixed 1.9 ms per invoke. Other links scale the transfer term by their data rate against
-USB 3.0's (LINKS): nominal rates, not calibrated.
+plus a fixed ~2 ms per invoke.
+
+Other hosts (PROFILES): pycoral's reference figures per host (Raspberry Pi 4 on USB 3, Pi 3 B on USB 2,
+the Dev Board) refit the per-invoke cost and the data rate, the chip's constants kept
+(``tflitegraph.edgetpu_fit.fit_host``). "usb2" is the desktop with the USB 2 rate seen on the Pi 3 B;
+"pcie" (an M.2 or mini-PCIe card in a desktop) is the desktop's USB 3 figures: PCIe Gen2 x1 carries
+data as fast, and no published figure measures it.
 """
 import numpy as np
 
@@ -29,16 +34,34 @@ USABLE_ON_CHIP_BYTES = int(7.0 * (1 << 20))
 
 # Fitted by bench/edgetpu_model.py on bench/data/edgetpu_published.json (tests/test_edgetpu_latency.py
 # refits them from that file and compares).
-USB3 = {"invoke_ms": 1.915852407712946, "macs_per_ms": 1999999999.9998763, "bytes_per_ms": 499999.99999999994,
-        "fc_bytes_per_ms": 4266872.949547592}
+USB3 = {"invoke_ms": 2.024692438798795, "macs_per_ms": 1999999999.9848442, "bytes_per_ms": 499999.99999999994,
+        "fc_bytes_per_ms": 5007452.1523107905}
 # Each published model estimated from constants fitted on the others (bench/edgetpu_model.py).
-LEAVE_ONE_OUT = {'models': 9, 'median_error': 0.125, 'max_error': 1.223}
+LEAVE_ONE_OUT = {'models': 11, 'median_error': 0.124, 'max_error': 1.08}
+# Per host: fitted by bench/edgetpu_hosts.py on bench/data/edgetpu_hosts.json (pycoral's reference CSVs).
+HOSTS = {"desktop": {"invoke_ms": 1.64912, "bytes_per_ms": 466867.640147},
+         "rpi4": {"invoke_ms": 3.748878, "bytes_per_ms": 271410.818691},
+         "rpi3": {"invoke_ms": 6.121819, "bytes_per_ms": 33941.41993},
+         "rpi3plus": {"invoke_ms": 5.922677, "bytes_per_ms": 34104.875113},
+         "devboard": {"invoke_ms": 1.819315, "bytes_per_ms": 386192.796049}}
+# Their data rates rest on Inception v4, the one model of the four that streams parameters: leaving it
+# out, a host's fit has no figure that sets its rate (bench/edgetpu_hosts.py prints the errors).
 
 PEAK_MACS_PER_MS = 2e9          # 4 TOPS (Coral), 2 operations per multiply-accumulate
 USB3_BYTES_PER_MS = 5e5         # 5 Gb/s, 8b/10b coded: 4 Gb/s of data
-# Data rate against USB 3.0's: USB 2.0 480 Mb/s (60 MB/s, no 8b/10b); PCIe Gen2 x1 (the M.2 and mini-PCIe
-# cards) 5 GT/s with 8b/10b, as USB 3.0. Nominal, not measured.
-LINKS = {"usb3": 1.0, "usb2": 6e4 / USB3_BYTES_PER_MS, "pcie": 1.0}
+# The most a link carries: USB 2.0 480 Mb/s (60 MB/s, no 8b/10b); PCIe Gen2 x1 5 GT/s with 8b/10b.
+LINK_BYTES_PER_MS = {"usb3": USB3_BYTES_PER_MS, "usb2": 6e4, "pcie": USB3_BYTES_PER_MS}
+
+
+def _profiles():
+    hosts = {name: dict(USB3, **{k: h[k] for k in ("invoke_ms", "bytes_per_ms")}) for name, h in HOSTS.items()}
+    return {"usb3": USB3, "usb2": dict(USB3, bytes_per_ms=HOSTS["rpi3"]["bytes_per_ms"]), "pcie": USB3,
+            "usb3-rpi4": hosts["rpi4"], "usb2-rpi3": hosts["rpi3"], "pcie-devboard": hosts["devboard"]}
+
+
+PROFILES = _profiles()
+"""Constants per ``--link``: the link, and for the named ones the host the figures were measured on."""
+LINKS = tuple(PROFILES)
 
 
 def model_features(graph):
@@ -84,19 +107,14 @@ def _fc_bytes(graph, op):
     return sum(graph.tensors[t].constant_bytes for t in op.inputs if t >= 0 and graph.tensors[t].is_constant)
 
 
-def _terms(features, link="usb3"):
-    moved = (features["io_bytes"] + features["streamed_bytes"]) / LINKS[link]
-    return np.array([1.0, features["macs"], moved, features["fc_bytes"]], dtype=float)
-
-
 def model_ms(features, constants=None, link="usb3"):
     """Estimated milliseconds per inference on one Edge TPU over ``link`` (the Edge TPU part only)."""
     if features.get("tpu_ops", 1) == 0:
         return 0.0   # nothing of it is on the Edge TPU: no invoke, nothing over the link
-    c = constants or USB3
-    invoke, compute, transfer, fc = _terms(features, link)
-    return float(c["invoke_ms"] * invoke + compute / c["macs_per_ms"] + transfer / c["bytes_per_ms"]
-                 + fc / c["fc_bytes_per_ms"])
+    c = constants or PROFILES[link]
+    moved = features["io_bytes"] + features["streamed_bytes"]
+    return float(c["invoke_ms"] + features["macs"] / c["macs_per_ms"] + moved / c["bytes_per_ms"]
+                 + features["fc_bytes"] / c["fc_bytes_per_ms"])
 
 
 def stage_estimate(graph, start, end, link="usb3", supported=None, latencies=None):
@@ -135,7 +153,7 @@ def range_cost(graph, parameter_table, link="usb3", placed=None, cache_bytes=USA
     charged as the stage's input or output (a tensor only passing by is counted too). ``placed``
     (``placed_tables``): charge only the ops the compiler maps, and the others their CPU time.
     ``cache_bytes``: the parameter bytes one Edge TPU caches (what the compiler reported, when known)."""
-    c = USB3
+    c = PROFILES[link]
     macs = np.concatenate([[0.0], np.cumsum([op.macs for op in graph.ops], dtype=np.float64)])
     fc = np.concatenate([[0.0], np.cumsum([_fc_bytes(graph, op) for op in graph.ops], dtype=np.float64)])
     n = len(graph.ops)
@@ -143,7 +161,7 @@ def range_cost(graph, parameter_table, link="usb3", placed=None, cache_bytes=USA
         [graph.crossing_bytes(k) for k in range(1, n)] + [sum(graph.tensors[t].activation_bytes for t in graph.outputs)]
 
     def tpu(io, stage_macs, stage_fc, parameters):
-        moved = (io + max(0, int(parameters) - cache_bytes)) / LINKS[link]
+        moved = io + max(0, int(parameters) - cache_bytes)
         return (c["invoke_ms"] + stage_macs / c["macs_per_ms"] + moved / c["bytes_per_ms"]
                 + stage_fc / c["fc_bytes_per_ms"])
 
@@ -190,16 +208,3 @@ def placed_tables(graph, supported, latencies):
                 tables[name][i, p + 1] = row[k]
         tables["io"][i, i + 1:] += np.cumsum(leaving)[i + 1:n + 1]
     return tables
-
-
-def fit(rows):
-    """Constants minimising the squared relative error over ``rows`` (features + "published_ms"), none
-    negative, compute no faster than PEAK_MACS_PER_MS and transfers no faster than USB3_BYTES_PER_MS."""
-    from scipy.optimize import lsq_linear   # calibration only (bench and tests), not at run time
-    a = np.array([_terms(r) / r["published_ms"] for r in rows])
-    lower = [0.0, 1 / PEAK_MACS_PER_MS, 1 / USB3_BYTES_PER_MS, 0.0]   # ms per unit: the time terms
-    x = lsq_linear(a, np.ones(len(rows)), bounds=(lower, [np.inf] * 4)).x
-    big = 1e30   # a term the fit found no use for costs nothing
-    return {"invoke_ms": float(x[0]), "macs_per_ms": float(1 / x[1]) if x[1] > 0 else big,
-            "bytes_per_ms": float(1 / x[2]) if x[2] > 0 else big,
-            "fc_bytes_per_ms": float(1 / x[3]) if x[3] > 0 else big}
