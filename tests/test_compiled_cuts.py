@@ -2,7 +2,6 @@
 whose cache size a test can change, so its figures differ from the estimate's guess as a real one may)."""
 import json
 
-import numpy as np
 import pytest
 
 import runfolder
@@ -10,6 +9,7 @@ from quantize.compiled_cuts import CompiledCuts, refine_cuts
 from quantize.edgetpu_check import supported_ops
 from quantize.partition import balanced_plan, objective_cost
 from tests.conftest import STANDINS, run_cli
+from tests.test_edgetpu_latency import conv_stack
 from tflitegraph.graph import GraphError, read_graph
 
 CACHE = 256 * 1024
@@ -18,16 +18,7 @@ CACHE = 256 * 1024
 @pytest.fixture(scope="module")
 def conv_model(tmp_path_factory):
     """Six convolutions with 1.4 MB of int8 weights, made here."""
-    from quantize.ptq import convert_int8
-    from training.keras_setup import keras
-    layers = keras.layers
-    image = x = keras.Input((8, 8, 64), batch_size=1)
-    for width in (128, 128, 256, 256, 128, 64):
-        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
-    model = keras.Model(image, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
-    path = tmp_path_factory.mktemp("compiled_cuts") / "convs.tflite"
-    path.write_bytes(convert_int8(model, np.random.default_rng(0).random((4, 8, 8, 64), np.float32)))
-    return str(path)
+    return conv_stack(tmp_path_factory.mktemp("compiled_cuts") / "convs.tflite", 8, 64, (128, 128, 256, 256, 128, 64))
 
 
 @pytest.fixture

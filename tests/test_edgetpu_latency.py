@@ -69,19 +69,25 @@ def test_the_partitioners_cost_agrees_with_the_exact_stage_estimate(coral_data):
     assert sum(p["parameter_bytes"] for p in parts) == whole["parameter_bytes"]
 
 
-@pytest.fixture(scope="module")
-def big_model(tmp_path_factory):
-    """Convolutions whose weights (~13 MiB of int8) do not fit one Edge TPU's cache, made here."""
+def conv_stack(path, size, channels, widths):
+    """A full-int8 model of 3x3 convolutions of ``widths`` on a size x size x channels input, then a
+    10-way dense layer, converted here into ``path``."""
     from quantize.ptq import convert_int8
     from training.keras_setup import keras
     layers = keras.layers
-    image = x = keras.Input((4, 4, 256), batch_size=1)
-    for width in (512, 512, 512, 512, 768, 256):
+    image = x = keras.Input((size, size, channels), batch_size=1)
+    for width in widths:
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     model = keras.Model(image, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
-    path = tmp_path_factory.mktemp("big") / "big.tflite"
-    path.write_bytes(convert_int8(model, np.random.default_rng(0).random((4, 4, 4, 256), np.float32)))
+    samples = np.random.default_rng(0).random((4, size, size, channels), np.float32)
+    path.write_bytes(convert_int8(model, samples))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory):
+    """Convolutions whose weights (~13 MiB of int8) do not fit one Edge TPU's cache, made here."""
+    return conv_stack(tmp_path_factory.mktemp("big") / "big.tflite", 4, 256, (512, 512, 512, 512, 768, 256))
 
 
 def test_edgetpu_cuts_make_the_slowest_stage_faster_than_params_or_macs_cuts(coral_data):
